@@ -1,0 +1,12 @@
+# -*- coding: utf-8 -*-
+# Copyright: switchyard.fs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin for switchyard.fs.safe_apply: validates the switchyard_apply report on the controller."""
+
+from __future__ import absolute_import, division, print_function
+
+from ansible_collections.switchyard.fs.plugins.plugin_utils._action import SwitchyardAction
+
+
+class ActionModule(SwitchyardAction):
+    fact_key = "switchyard_apply"

@@ -1,0 +1,305 @@
+# -*- coding: utf-8 -*-
+# Copyright: switchyard.fs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backups and their sidecars (backup_meta.v2): create, find, verify, restore. Private to this collection."""
+
+from __future__ import absolute_import, division, print_function
+
+import errno
+import json
+import os
+import re
+import stat
+
+from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils import _preservation as pres
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
+    BackupMissingError, ExdevError, RestoreFailedError, PolicyError)
+
+SIDECAR_SCHEMA = "backup_meta.v2"
+KNOWN_SIDECAR_SCHEMAS = ("backup_meta.v1", "backup_meta.v2")
+PAYLOAD_SUFFIX = ".bak"
+SIDECAR_SUFFIX = ".bak.meta.json"
+
+
+def payload_name(name, tag, ms):
+    return ".%s.%s.%d%s" % (name, tag, ms, PAYLOAD_SUFFIX)
+
+
+def sidecar_name(name, tag, ms):
+    return payload_name(name, tag, ms) + ".meta.json"
+
+
+def _sidecar_re(name, tag):
+    return re.compile(r"^\.%s\.%s\.(\d+)%s$" % (re.escape(name), re.escape(tag), re.escape(SIDECAR_SUFFIX)))
+
+
+class Backup(object):
+    """A complete backup: a parsed sidecar plus (unless prior_kind is absent) its payload entry."""
+
+    def __init__(self, dir_fd, ms, sidecar, meta):
+        self.dir_fd = dir_fd
+        self.ms = ms
+        self.sidecar = sidecar
+        self.meta = meta
+
+    @property
+    def payload(self):
+        return self.meta.get("payload")
+
+    @property
+    def prior_kind(self):
+        return self.meta.get("prior_kind", "file")
+
+    def describe(self):
+        return {"backup_name": self.payload or self.sidecar, "sidecar": self.sidecar, "created_ms": self.ms,
+                "prior_kind": self.prior_kind, "payload_hash": self.meta.get("payload_hash"),
+                "backup_method": self.meta.get("backup_method")}
+
+
+class BackupStore(object):
+    """Where backups of one target live: next to it, or mirrored under policy.backup_dir."""
+
+    def __init__(self, root_fd, backup_dir_rel, tag):
+        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", tag or ""):
+            raise PolicyError("backup_tag=%r must be 1-64 characters of letters, digits, '_' or '-'" % (tag,))
+        self.root_fd = root_fd
+        self.backup_dir_rel = backup_dir_rel
+        self.tag = tag
+
+    def dir_for(self, target, create):
+        """An fd (caller closes) on the directory holding `target`'s backups, or None if absent."""
+        if self.backup_dir_rel is None:
+            return os.dup(target.parent_fd)
+        parts = [p for p in self.backup_dir_rel.split("/") if p] + [p for p in target.parent_rel.split("/") if p]
+        if create:
+            return fs.makedirs_at(self.root_fd, parts, 0o700)
+        try:
+            return fs.makedirs_at_existing(self.root_fd, parts)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return None
+            raise
+
+    def list(self, target, dir_fd):
+        """Complete backups of target, newest first.  Incomplete ones (no sidecar, unparsable
+        sidecar, missing payload) are never returned."""
+        rx = _sidecar_re(target.name, self.tag)
+        found = []
+        for entry in os.listdir(dir_fd):
+            m = rx.match(entry)
+            if not m:
+                continue
+            meta = read_sidecar(dir_fd, entry)
+            if meta is None:
+                continue
+            if meta.get("prior_kind", "file") != "absent":
+                payload = meta.get("payload")
+                if not payload or fs.lstat_at(dir_fd, payload) is None:
+                    continue
+            found.append(Backup(dir_fd, int(m.group(1)), entry, meta))
+        found.sort(key=lambda b: b.ms, reverse=True)
+        return found
+
+    def next_ms(self, target, dir_fd, now_ms):
+        """A timestamp whose payload and sidecar names are both free (bumped past collisions)."""
+        ms = now_ms
+        while (fs.lstat_at(dir_fd, payload_name(target.name, self.tag, ms)) is not None
+               or fs.lstat_at(dir_fd, sidecar_name(target.name, self.tag, ms)) is not None):
+            ms += 1
+        return ms
+
+
+def read_sidecar(dir_fd, name):
+    try:
+        meta = json.loads(fs.read_small_at(dir_fd, name, 1 << 20).decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("schema") not in KNOWN_SIDECAR_SCHEMAS:
+        return None
+    return meta
+
+
+def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, same_fs):
+    """Back up the current entry of target (st = its lstat) into dir_fd.
+
+    file: hard link (same inode, all metadata) when same_fs, else copy + metadata + fsync.
+    symlink: a new symlink with the same text.  absent: sidecar only.
+    The sidecar is written last (temp, fsync, rename, fsync dir): without it the backup is
+    incomplete and never selected for restore."""
+    kind = fs.kind_of(st)
+    pname = payload_name(target.name, tag, ms)
+    meta = {"schema": SIDECAR_SCHEMA, "tag": tag, "target": target.rel, "created_ms": ms,
+            "plan_id": ids["plan_id"], "action_id": ids["action_id"], "run_id": run_id,
+            "prior_kind": kind, "hash_alg": fs.HASH_ALG, "payload": None, "payload_hash": None,
+            "prior_link_target": None, "backup_method": "none", "tier": policy.preservation_tier}
+    if kind == "file":
+        fd = fs.open_file_at(target.parent_fd, target.name)
+        try:
+            fst = os.fstat(fd)
+            if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+                raise RestoreFailedError("%s changed while it was being backed up; nothing was swapped, retry" % target.rel,
+                                         path=target.rel)
+            meta.update(pres.capture_metadata(fst, fd, policy.preservation_tier))
+            meta["size"] = fst.st_size
+            meta["payload_hash"] = fs.sha256_fd(fd)
+            if same_fs:
+                fs.hardlink_at(target.parent_fd, target.name, dir_fd, pname)
+                meta["backup_method"] = "hardlink"
+            else:
+                if not policy.allow_degraded_fs:
+                    raise ExdevError("the backup directory for %s is on another filesystem; set policy.allow_degraded_fs: true "
+                                     "to back up by copy, or use a backup directory on the same filesystem" % target.rel,
+                                     path=target.rel)
+                _copy_payload(fd, dir_fd, pname, meta, policy, durability, run_id)
+                meta["backup_method"] = "copy"
+        finally:
+            os.close(fd)
+        meta["payload"] = pname
+    elif kind == "symlink":
+        text = fs.readlink_at(target.parent_fd, target.name)
+        os.symlink(text, pname, dir_fd=dir_fd)
+        meta.update({"payload": pname, "prior_link_target": text, "backup_method": "symlink",
+                     "mode": stat.S_IMODE(st.st_mode)})
+    elif kind != "absent":
+        raise PolicyError("%s is a %s; only files, symlinks and absent entries can be swapped" % (target.rel, kind),
+                          path=target.rel)
+    fs.fault_point("after_backup_payload")
+    sname = sidecar_name(target.name, tag, ms)
+    data = (json.dumps(meta, sort_keys=True, indent=1) + "\n").encode("utf-8")
+    fs.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600)
+    fs.fault_point("after_sidecar")
+    return Backup(dir_fd, ms, sname, meta)
+
+
+def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id):
+    tmp = fs.temp_name(pname, run_id)
+    out = fs.create_exclusive_at(dir_fd, tmp, 0o600)
+    try:
+        try:
+            fs.copy_fd(src_fd, out)
+            pres.apply_metadata(out, meta, policy.preservation_tier)
+            durability.fsync(out, "backup payload %s" % pname)
+        finally:
+            os.close(out)
+        fs.rename_at(dir_fd, tmp, dir_fd, pname)
+    except BaseException:
+        fs.unlink_at(dir_fd, tmp)
+        raise
+
+
+def verify_backup(backup, policy):
+    """Hash the payload and compare with the sidecar.  Returns (verified, actual_hash)."""
+    if backup.prior_kind != "file":
+        return True, None
+    expected = backup.meta.get("payload_hash")
+    actual = fs.sha256_at(backup.dir_fd, backup.payload)
+    if expected is None:
+        if policy.require_sidecar_integrity and not policy.best_effort_restore:
+            raise RestoreFailedError("backup %s has no payload_hash in its sidecar; set policy.best_effort_restore: true "
+                                     "to restore it unverified" % backup.payload)
+        return False, actual
+    if actual != expected:
+        raise RestoreFailedError("backup %s does not match its sidecar (sha256 %s, expected %s); it was modified or is "
+                                 "corrupt; the target was not touched" % (backup.payload, actual, expected))
+    return True, actual
+
+
+def target_matches_backup(target, backup, tier):
+    """True when the target already is what restoring backup would produce (restore is a no-op)."""
+    st = target.lstat()
+    kind = fs.kind_of(st)
+    if backup.prior_kind == "absent":
+        return kind == "absent"
+    if backup.prior_kind == "symlink":
+        return kind == "symlink" and fs.readlink_at(target.parent_fd, target.name) == backup.meta.get("prior_link_target")
+    if kind != "file":
+        return False
+    if "mode" in backup.meta and stat.S_IMODE(st.st_mode) != backup.meta["mode"]:
+        return False
+    if tier in ("extended", "full") and "uid" in backup.meta:
+        if (st.st_uid, st.st_gid) != (backup.meta["uid"], backup.meta["gid"]):
+            return False
+    return fs.sha256_at(target.parent_fd, target.name) == backup.meta.get("payload_hash")
+
+
+def restore_backup(target, backup, policy, durability, run_id, consume=False):
+    """Put the backed-up entry back at target atomically (temp + rename, never unlink first).
+
+    consume=True (rollback of this run's own hard-link backup): rename the backup inode itself
+    back, so the original inode returns exactly, then drop its sidecar.
+    Otherwise copy the payload, apply the tier's metadata, fsync, rename: the backup stays.
+    Returns preservation_applied."""
+    applied = {}
+    kind = backup.prior_kind
+    st = target.lstat()
+    cur = fs.kind_of(st)
+    if cur == "directory":
+        raise RestoreFailedError("%s is now a directory; refusing to replace it" % target.rel, path=target.rel)
+    if kind == "absent":
+        if cur == "file":
+            raise RestoreFailedError("%s was absent before the swap but is now a regular file; removing it would lose data. "
+                                     "Move it away, then restore again" % target.rel, path=target.rel)
+        if cur != "absent":
+            fs.unlink_at(target.parent_fd, target.name)
+            durability.fsync(target.parent_fd, "directory of %s" % target.rel)
+    elif kind == "symlink":
+        fs.symlink_replace_at(target.parent_fd, target.name, backup.meta["prior_link_target"], run_id, durability)
+        if consume:
+            fs.unlink_at(backup.dir_fd, backup.payload)
+    elif consume and backup.meta.get("backup_method") == "hardlink":
+        fs.rename_at(backup.dir_fd, backup.payload, target.parent_fd, target.name)
+        fs.fault_point("after_rename")
+        durability.fsync(target.parent_fd, "directory of %s" % target.rel)
+        applied = dict((f, "applied") for f in pres.FIELDS_BY_TIER[policy.preservation_tier])
+    else:
+        tmp = fs.temp_name(target.name, run_id)
+        src = fs.open_file_at(backup.dir_fd, backup.payload)
+        try:
+            out = fs.create_exclusive_at(target.parent_fd, tmp, 0o600)
+            try:
+                try:
+                    fs.copy_fd(src, out)
+                    applied = _apply_meta(out, backup.meta, policy.preservation_tier)
+                    durability.fsync(out, "restored %s" % target.rel)
+                finally:
+                    os.close(out)
+                fs.fault_point("before_rename")
+                fs.rename_at(target.parent_fd, tmp, target.parent_fd, target.name)
+            except BaseException:
+                fs.unlink_at(target.parent_fd, tmp)
+                raise
+        finally:
+            os.close(src)
+        fs.fault_point("after_rename")
+        durability.fsync(target.parent_fd, "directory of %s" % target.rel)
+        if consume:
+            fs.unlink_at(backup.dir_fd, backup.payload)
+    if consume:
+        fs.unlink_at(backup.dir_fd, backup.sidecar)
+        durability.fsync(backup.dir_fd, "backup directory of %s" % target.rel)
+    return applied
+
+
+def _apply_meta(fd, meta, tier):
+    """Apply sidecar metadata; a v1 sidecar or a lower tier simply has fewer fields."""
+    status = pres.apply_metadata(fd, meta, tier)
+    if isinstance(status, tuple):
+        status = status[0]
+    return status
+
+
+def remove_backup(backup, durability):
+    if backup.payload:
+        fs.unlink_at(backup.dir_fd, backup.payload)
+    fs.unlink_at(backup.dir_fd, backup.sidecar)
+    durability.fsync(backup.dir_fd, "backup directory")
+
+
+def require_backup(backups, which, target):
+    idx = 0 if which == "latest" else 1
+    if len(backups) <= idx:
+        raise BackupMissingError("no complete %s backup of %s (found %d complete backup%s); nothing was changed"
+                                 % (which, target.rel, len(backups), "" if len(backups) == 1 else "s"),
+                                 path=target.rel)
+    return backups[idx]

@@ -1,0 +1,244 @@
+# -*- coding: utf-8 -*-
+# Copyright: switchyard.fs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The process lock: flock with bounded, fully jittered backoff. Private to this collection."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import json
+import os
+import random
+import socket
+import stat
+import time
+
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import LockingError, PolicyError
+
+DEFAULT_BASE = 0.01
+DEFAULT_CAP = 0.25
+
+# Failures that mean "this host cannot give us a lock at this path at all" (read-only /run,
+# no permission, no lock support, no space), as opposed to "someone else holds it" or
+# "something odd is at the lock path".  Only these may let the engine run unlocked by policy.
+_UNAVAILABLE_ERRNOS = frozenset(
+    e for e in (
+        errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOLCK, errno.ENOSPC,
+        getattr(errno, "EDQUOT", None), getattr(errno, "EOPNOTSUPP", None),
+        getattr(errno, "ENOTSUP", None),
+    ) if e is not None
+)
+# flock(2) answers EINVAL for objects that do not support locking.
+_UNAVAILABLE_FLOCK_ERRNOS = _UNAVAILABLE_ERRNOS | frozenset((errno.EINVAL,))
+_CONTENDED_ERRNOS = frozenset((errno.EWOULDBLOCK, errno.EAGAIN))
+_HOLDER_READ_LIMIT = 4096
+
+
+class LockUnavailableError(LockingError):
+    """The lock file cannot be created, opened or flocked at all (EROFS, EACCES, ENOLCK...).
+
+    Under ``locking: optional`` the engine may then run unlocked and emit a warn event; a
+    timeout is a plain ``LockingError`` and never allows that.
+    """
+
+    def __init__(self, msg, path=None, cause_ids=(), errno_value=None):
+        super(LockUnavailableError, self).__init__(msg, path=path, cause_ids=cause_ids)
+        self.errno = errno_value
+
+
+class LockHandle:
+    """A held lock; release() is idempotent and also runs on leaving a ``with`` block."""
+
+    backend = "flock"
+
+    def __init__(self, fd, path, plan_id, attempts, wait_ms):
+        self._fd = fd
+        self.path = path
+        self.plan_id = plan_id
+        self.attempts = attempts
+        self.wait_ms = wait_ms
+
+    @property
+    def held(self):
+        return self._fd is not None
+
+    def release(self):
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            # Clear the holder record while still holding the lock, so the file never
+            # names a process that no longer holds it.  Cosmetic: a failure here must
+            # not keep the lock held, so it is ignored.
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.release()
+        return False
+
+    def __repr__(self):
+        return "LockHandle(path=%r, plan_id=%r, attempts=%d, wait_ms=%.1f, held=%r)" % (
+            self.path, self.plan_id, self.attempts, self.wait_ms, self.held)
+
+
+def holder_record(plan_id):
+    """The JSON line the holder writes into the lock file."""
+    return json.dumps({
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "plan_id": plan_id if plan_id is None else str(plan_id),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }, sort_keys=True) + "\n"
+
+
+def parse_holder(data):
+    """The holder dict from lock file bytes, or None when empty, garbled or not a record."""
+    line = data.split(b"\n", 1)[0].strip()
+    if not line:
+        return None
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        return None
+    if not isinstance(record, dict):
+        return None
+    return record
+
+
+def describe_holder(holder):
+    if not holder:
+        return "holder unknown (lock file empty or unreadable)"
+    return "held by pid %s on host %s for plan_id %s since %s" % (
+        holder.get("pid", "?"), holder.get("host", "?"), holder.get("plan_id", "?"),
+        holder.get("since", "?"))
+
+
+def _read_holder(fd):
+    try:
+        return parse_holder(os.pread(fd, _HOLDER_READ_LIMIT, 0))
+    except OSError:
+        return None
+
+
+def _os_error_to_lock_error(exc, what, lock_path, unavailable):
+    msg = "cannot %s lock file %s: %s" % (what, lock_path, exc.strerror or exc)
+    if exc.errno in unavailable:
+        return LockUnavailableError(msg, path=lock_path, errno_value=exc.errno)
+    return LockingError(msg, path=lock_path)
+
+
+def _open_lock_file(lock_path):
+    parent = os.path.dirname(lock_path)
+    try:
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+    except OSError as exc:
+        if not os.path.isdir(parent):  # tolerate a concurrent makedirs
+            raise _os_error_to_lock_error(exc, "create the directory of", lock_path, _UNAVAILABLE_ERRNOS)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(lock_path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            # Something planted a symlink at the lock path: refuse, and do not let the
+            # engine treat it as "no lock available" and run unlocked.
+            raise LockingError("lock file %s is a symlink; refusing to follow it" % lock_path,
+                               path=lock_path)
+        raise _os_error_to_lock_error(exc, "open", lock_path, _UNAVAILABLE_ERRNOS)
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise _os_error_to_lock_error(exc, "stat", lock_path, _UNAVAILABLE_ERRNOS)
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise LockingError("lock file %s is not a regular file" % lock_path, path=lock_path)
+    return fd
+
+
+def _try_flock(fd, lock_path):
+    """True if taken, False if someone else holds it; raises if flock cannot work here."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in _CONTENDED_ERRNOS:
+            return False
+        raise _os_error_to_lock_error(exc, "flock", lock_path, _UNAVAILABLE_FLOCK_ERRNOS)
+    return True
+
+
+def _write_holder(fd, plan_id):
+    data = holder_record(plan_id).encode("utf-8")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def _validate(timeout, base, cap):
+    for name, value in (("lock_timeout", timeout), ("base", base), ("cap", cap)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise PolicyError("%s must be a number, got %r" % (name, value))
+    if timeout < 0:
+        raise PolicyError("lock_timeout must be >= 0, got %r" % (timeout,))
+    if base <= 0 or cap < base:
+        raise PolicyError("lock backoff needs 0 < base <= cap, got base=%r cap=%r" % (base, cap))
+
+
+def acquire_lock(lock_path, timeout, plan_id, base=DEFAULT_BASE, cap=DEFAULT_CAP,
+                 clock=time.monotonic, sleep=time.sleep, rand=random.random):
+    """Take an exclusive flock on lock_path within ``timeout`` seconds; return a LockHandle.
+
+    The first attempt is immediate.  After the n-th failed attempt (n from 0) it sleeps
+    ``rand() * min(cap, base * 2**n)`` (full jitter), cut short at the deadline, and tries
+    again; once the deadline has passed it stops.  ``timeout == 0`` is exactly one attempt.
+    Raises LockingError on timeout and LockUnavailableError when no lock can be had here.
+    """
+    _validate(timeout, base, cap)
+    fd = _open_lock_file(lock_path)
+    try:
+        start = clock()
+        deadline = start + timeout
+        attempts = 0
+        ceiling = base
+        while True:
+            attempts += 1
+            if _try_flock(fd, lock_path):
+                wait_ms = (clock() - start) * 1000.0
+                try:
+                    _write_holder(fd, plan_id)
+                except OSError:
+                    # A lock we cannot label is still a lock; the record is only for messages.
+                    pass
+                handle = LockHandle(fd, lock_path, plan_id, attempts, wait_ms)
+                fd = None
+                return handle
+            remaining = deadline - clock()
+            if remaining <= 0:
+                break
+            sleep(min(rand() * ceiling, remaining))
+            ceiling = min(cap, ceiling * 2)
+        wait_ms = (clock() - start) * 1000.0
+        holder = _read_holder(fd)
+        err = LockingError(
+            "could not lock %s within lock_timeout=%ss: %d attempts over %.0f ms; %s"
+            % (lock_path, timeout, attempts, wait_ms, describe_holder(holder)),
+            path=lock_path)
+        err.attempts = attempts
+        err.wait_ms = wait_ms
+        err.holder = holder
+        err.lock_timeout = timeout
+        raise err
+    finally:
+        if fd is not None:
+            os.close(fd)

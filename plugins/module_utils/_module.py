@@ -1,0 +1,129 @@
+# -*- coding: utf-8 -*-
+# Copyright: switchyard.fs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared argument spec and the module runner: build AnsibleModule, call the engine, map errors. Private to this collection."""
+
+from __future__ import absolute_import, division, print_function
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError
+from ansible_collections.switchyard.fs.plugins.module_utils._engine import Settings
+from ansible_collections.switchyard.fs.plugins.module_utils._policy import KNOBS, PRESETS
+
+
+def _knob_spec(name):
+    default, allowed, _desc = KNOBS[name]
+    if isinstance(allowed, tuple):
+        return {"type": "str", "choices": list(allowed)}
+    if allowed is bool:
+        return {"type": "bool"}
+    if allowed is int:
+        return {"type": "int"}
+    if allowed is float:
+        return {"type": "float"}
+    if allowed is list:
+        return {"type": "list", "elements": "str"}
+    return {"type": "str"}
+
+
+POLICY_OPTIONS = dict((name, _knob_spec(name)) for name in KNOBS)
+
+COMMON_ARGUMENT_SPEC = {
+    "root": {"type": "path", "default": "/"},
+    "preset": {"type": "str", "default": "default", "choices": sorted(PRESETS)},
+    "policy": {"type": "dict", "default": {}, "options": POLICY_OPTIONS},
+    "lock_path": {"type": "path"},
+    "lock_timeout": {"type": "float", "default": 5.0},
+    "state_dir": {"type": "path"},
+    "backup_tag": {"type": "str", "default": "switchyard"},
+    "audit_log": {"type": "path"},
+}
+
+STAGE_FACT = {"preflight": "switchyard_preflight", "apply": "switchyard_apply", "restore": "switchyard_restore",
+              "prune": "switchyard_prune"}
+
+
+class ArgumentSpec(object):
+    """The shared options plus a module's own, with the module's constraint lists."""
+
+    def __init__(self, argument_spec=None, mutually_exclusive=None, required_one_of=None):
+        self.argument_spec = dict(COMMON_ARGUMENT_SPEC)
+        self.argument_spec.update(argument_spec or {})
+        self.mutually_exclusive = mutually_exclusive or []
+        self.required_one_of = required_one_of or []
+
+    def create_module(self):
+        return AnsibleModule(argument_spec=self.argument_spec, mutually_exclusive=self.mutually_exclusive,
+                             required_one_of=self.required_one_of, supports_check_mode=True)
+
+
+def settings_from(module):
+    p = module.params
+    policy = dict((k, v) for k, v in (p.get("policy") or {}).items() if v is not None)
+    return Settings(root=p["root"], preset=p["preset"], policy=policy, lock_path=p["lock_path"],
+                    lock_timeout=p["lock_timeout"], state_dir=p["state_dir"], backup_tag=p["backup_tag"],
+                    audit_log=p["audit_log"], check_mode=module.check_mode)
+
+
+def _diff(report):
+    """before/after per path: kind, link target, sha256, mode, owner.  Never file bytes."""
+    before, after = {}, {}
+    for a in report.get("actions", []) + report.get("results", []):
+        if a.get("result") in ("changed",) and a.get("before") is not None:
+            before[a["path"]] = a["before"]
+            after[a["path"]] = a.get("after")
+    if not before:
+        return None
+
+    def fmt(states):
+        lines = []
+        for path in sorted(states):
+            s = states[path] or {"kind": "absent"}
+            lines.append("%s: %s" % (path, ", ".join("%s=%s" % (k, s[k]) for k in
+                                                  ("kind", "link_target", "sha256", "mode", "owner") if s.get(k))))
+        return "\n".join(lines) + "\n"
+    return {"before": fmt(before), "after": fmt(after), "before_header": "switchyard (before)",
+            "after_header": "switchyard (after)"}
+
+
+def run_module(spec, stage, call):
+    """Build the module, run `call(module, settings) -> (report, error, warnings)`, exit."""
+    module = spec.create_module()
+    try:
+        settings = settings_from(module)
+        report, err, warnings = call(module, settings)
+    except SwitchyardError as e:
+        module.fail_json(msg=e.msg, error_id=e.error_id, exit_code=e.exit_code,
+                         summary_error_ids=e.summary_error_ids, rolled_back=False, rolled_back_paths=[], changed=False)
+    except Exception as e:  # noqa: broad-except -- an engine bug must still fail clearly, with the trace
+        module.fail_json(msg="switchyard internal error: %s" % e, exception=traceback.format_exc(),
+                         error_id="E_ATOMIC_SWAP", exit_code=40, summary_error_ids=["E_ATOMIC_SWAP"], changed=False)
+    for w in warnings:
+        module.warn(w)
+    result = {"changed": bool(report.pop("changed", False)), "plan_id": report["plan_id"],
+              "ansible_facts": {STAGE_FACT[stage]: report}}
+    diff = _diff(report)
+    if module._diff and diff:
+        result["diff"] = diff
+    rolled = report.get("rolled_back_paths", [])
+    if err is not None:
+        result.update(msg=err.msg, error_id=err.error_id, exit_code=err.exit_code,
+                      summary_error_ids=err.summary_error_ids, rolled_back=bool(rolled), rolled_back_paths=rolled)
+        module.fail_json(**result)
+    result["msg"] = _success_msg(stage, report)
+    module.exit_json(**result)
+
+
+def _success_msg(stage, report):
+    s = report["summary"]
+    verb = "would be " if report.get("dry_run") and stage != "preflight" else ""
+    if stage == "apply":
+        return "%d link(s) %sswapped, %d already in place" % (s["changed"], verb, s["unchanged"])
+    if stage == "restore":
+        return "%d target(s) %srestored" % (s["changed"], verb)
+    if stage == "prune":
+        return "%d backup(s) %spruned" % (s["pruned"], verb)
+    return "preflight: %d row(s), %d STOP(s), %d warning(s)" % (s["rows"], s["stops"], s["warnings"])

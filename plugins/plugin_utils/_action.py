@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright: switchyard.fs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin base: run the module, validate its report against the schema. Private to this collection."""
+
+from __future__ import absolute_import, division, print_function
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
+
+
+class SwitchyardAction(ActionBase):
+    """Runs switchyard.fs.<module> on the host and fails the task when its report does not validate."""
+
+    _supports_check_mode = True
+    _supports_async = False
+    fact_key = None
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(SwitchyardAction, self).run(tmp, task_vars)
+        del tmp
+        module_name = "switchyard.fs.%s" % self.fact_key.replace("switchyard_", "safe_")
+        result.update(self._execute_module(module_name=module_name, module_args=self._task.args, task_vars=task_vars))
+        report = (result.get("ansible_facts") or {}).get(self.fact_key)
+        if report is None:
+            return result  # argument errors and the like fail before a report exists
+        try:
+            errors = validation_errors(report)
+        except ImportError:
+            result.update(failed=True, msg="switchyard.fs needs the Python package jsonschema on the controller "
+                          "(pip install jsonschema) to validate %s" % self.fact_key)
+            return result
+        if errors:
+            result["failed"] = True
+            result["msg"] = "%s report from %s does not validate against schemas/report.schema.json: %s" % (
+                self.fact_key, module_name, "; ".join(errors[:10]))
+            result["schema_errors"] = errors
+        return result

@@ -1,0 +1,62 @@
+# -*- coding: utf-8 -*-
+# Copyright: switchyard.fs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller side: the report schema, its validation, and redaction for dry-run parity. Private to this collection."""
+
+from __future__ import absolute_import, division, print_function
+
+import copy
+import json
+import os
+
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "schemas", "report.schema.json")
+FACT_KEYS = ("switchyard_preflight", "switchyard_apply", "switchyard_restore", "switchyard_prune")
+
+_VALIDATOR = None
+
+
+def load_schema():
+    with open(SCHEMA_PATH) as f:
+        return json.load(f)
+
+
+def _validator():
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        import jsonschema  # controller-only dependency, imported lazily so the error can say how to install it
+        schema = load_schema()
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        _VALIDATOR = cls(schema)
+    return _VALIDATOR
+
+
+def validation_errors(report):
+    """Every schema violation of a report, as 'path: message' strings (empty when valid)."""
+    errs = sorted(_validator().iter_errors(report), key=lambda e: list(e.absolute_path))
+    return ["%s: %s" % ("/".join(str(p) for p in e.absolute_path) or "(report)", e.message) for e in errs]
+
+
+# Keys whose values differ between a check-mode run and a commit of the same plan on the same host.
+REMOVED_KEYS = frozenset((
+    "run_id", "event_id", "dry_run", "lock_wait_ms", "lock_attempts", "lock_backend",
+    "before_hash", "after_hash", "payload_hash", "sha256", "backup", "backup_durable", "duration_ms",
+    "created_ms", "recovered_run_id", "mode", "owner", "after",
+))
+ZEROED_KEYS = frozenset(("ts",))
+ZERO_TS = "1970-01-01T00:00:00.000000Z"
+
+
+def redact(value):
+    """Timestamps zeroed; durations, hashes, ids of runs/events and commit-only details removed."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k in REMOVED_KEYS:
+                continue
+            out[k] = ZERO_TS if k in ZEROED_KEYS else redact(v)
+        return out
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return copy.deepcopy(value)

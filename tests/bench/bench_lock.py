@@ -1,0 +1,160 @@
+# -*- coding: utf-8 -*-
+# Copyright: switchyard.fs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmark: jittered backoff vs fixed 25 ms polling for the flock lock. Private to this collection.
+
+Run as a script: ``.venv/bin/python tests/bench/bench_lock.py [--quick]``.  Prints a table,
+asserts nothing.  Each contender is a real process taking the real lock.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import multiprocessing
+import os
+import resource
+import runpy
+import shutil
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# tests/conftest.py creates <repo>/.build/collections/ansible_collections/switchyard/fs and puts
+# it on sys.path; running it keeps one definition of that layout.
+runpy.run_path(os.path.join(REPO, "tests", "conftest.py"))
+
+from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock  # noqa: E402
+
+MP = multiprocessing.get_context("fork")
+
+# name -> acquire_lock keyword arguments.  Fixed polling is the same code path with
+# base == cap and rand() == 1, so the comparison isolates the sleep schedule.
+STRATEGIES = [
+    ("jitter 10ms..250ms", dict(base=0.01, cap=0.25)),
+    ("fixed 25ms poll", dict(base=0.025, cap=0.025, rand=lambda: 1.0)),
+    # Not the default: shows what a lower cap would buy in tail latency, and cost in wakeups.
+    ("jitter 10ms..50ms", dict(base=0.01, cap=0.05)),
+]
+HOLD_S = 0.002        # default time inside the critical section per acquisition
+THINK_S = 0.005       # time between a release and the next attempt, so a releaser does not
+                      # simply re-take the lock it just dropped on every round
+TIMEOUT_S = 60.0      # long enough that nobody times out; timeouts are counted anyway
+
+
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return float("nan")
+    k = (len(sorted_values) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def jain(values):
+    """Jain's fairness index: 1.0 when all equal, 1/n when one process takes everything."""
+    total = sum(values)
+    squares = sum(v * v for v in values)
+    return (total * total) / (len(values) * squares) if squares else 1.0
+
+
+def _contender(lock_path, kwargs, rounds, hold, barrier, queue):
+    waits, attempts, timeouts = [], 0, 0
+    barrier.wait(30)
+    for i in range(rounds):
+        try:
+            handle = acquire_lock(lock_path, TIMEOUT_S, "bench-%d-%d" % (os.getpid(), i), **kwargs)
+        except Exception:  # a timeout is a data point here, not a crash
+            timeouts += 1
+            continue
+        time.sleep(hold)
+        handle.release()
+        waits.append(handle.wait_ms)
+        attempts += handle.attempts
+        time.sleep(THINK_S)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    queue.put((waits, attempts, timeouts, usage.ru_utime + usage.ru_stime))
+
+
+def contended(lock_dir, kwargs, procs, rounds, hold):
+    lock_path = os.path.join(lock_dir, "contended-%d-%d.lock" % (procs, hold * 1000))
+    barrier = MP.Barrier(procs + 1)
+    queue = MP.Queue()
+    workers = [MP.Process(target=_contender, args=(lock_path, kwargs, rounds, hold, barrier, queue))
+               for _ in range(procs)]
+    for w in workers:
+        w.start()
+    barrier.wait(30)
+    start = time.monotonic()
+    results = [queue.get(timeout=300) for _ in workers]
+    elapsed = time.monotonic() - start
+    for w in workers:
+        w.join(30)
+    waits = sorted(w for r in results for w in r[0])
+    acquisitions = len(waits)
+    return dict(
+        acq_per_s=acquisitions / elapsed,
+        p50=percentile(waits, 0.50), p99=percentile(waits, 0.99), max=waits[-1] if waits else float("nan"),
+        jain=jain([sum(r[0]) for r in results]),
+        attempts_per_acq=sum(r[1] for r in results) / float(acquisitions or 1),
+        cpu_s=sum(r[3] for r in results),
+        timeouts=sum(r[2] for r in results),
+        acquisitions=acquisitions, elapsed=elapsed,
+    )
+
+
+def uncontended(lock_dir, rounds):
+    """Per strategy (p50, p99, max) in microseconds; strategies interleaved so that cache
+    warmth and frequency scaling hit them alike."""
+    lock_path = os.path.join(lock_dir, "uncontended.lock")
+    acquire_lock(lock_path, TIMEOUT_S, "warmup").release()
+    samples = dict((name, []) for name, _ in STRATEGIES)
+    for i in range(rounds):
+        for name, kwargs in STRATEGIES:
+            t0 = time.perf_counter()
+            handle = acquire_lock(lock_path, TIMEOUT_S, "bench-%d" % i, **kwargs)
+            t1 = time.perf_counter()
+            handle.release()
+            samples[name].append((t1 - t0) * 1e6)
+    result = {}
+    for name, values in samples.items():
+        values.sort()
+        result[name] = (percentile(values, 0.50), percentile(values, 0.99), values[-1])
+    return result
+
+
+def main(argv):
+    quick = "--quick" in argv
+    scale = 0.25 if quick else 1.0
+    # (processes, rounds each, hold seconds); the last row is closer to a real apply, which
+    # holds the lock for far longer than it takes to poll it.
+    plan = [(8, int(100 * scale) or 1, HOLD_S), (32, int(40 * scale) or 1, HOLD_S),
+            (8, int(12 * scale) or 1, 0.05)]
+    lock_dir = tempfile.mkdtemp(prefix="switchyard-bench-lock-")
+    try:
+        print("flock lock benchmark: python %s, %d CPUs, think %.0f ms between rounds, lock dir %s"
+              % (sys.version.split()[0], os.cpu_count() or 0, THINK_S * 1000, lock_dir))
+        print()
+        header = ("%-20s %5s %7s %6s %8s %8s %8s %8s %6s %8s %7s %4s"
+                  % ("strategy", "procs", "hold ms", "acq", "acq/s", "p50 ms", "p99 ms", "max ms",
+                     "jain", "att/acq", "cpu s", "t/o"))
+        print(header)
+        print("-" * len(header))
+        for procs, rounds, hold in plan:
+            for name, kwargs in STRATEGIES:
+                r = contended(lock_dir, kwargs, procs, rounds, hold)
+                print("%-20s %5d %7.0f %6d %8.1f %8.1f %8.1f %8.1f %6.3f %8.2f %7.2f %4d"
+                      % (name, procs, hold * 1000, r["acquisitions"], r["acq_per_s"], r["p50"], r["p99"],
+                         r["max"], r["jain"], r["attempts_per_acq"], r["cpu_s"], r["timeouts"]))
+                sys.stdout.flush()
+        print()
+        n = int(5000 * scale)
+        print("uncontended acquire latency over %d acquisitions (acquire_lock only, release excluded)" % n)
+        print("%-20s %9s %9s %9s" % ("strategy", "p50 us", "p99 us", "max us"))
+        for name, (p50, p99, mx) in sorted(uncontended(lock_dir, n).items()):
+            print("%-20s %9.1f %9.1f %9.1f" % (name, p50, p99, mx))
+    finally:
+        shutil.rmtree(lock_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
