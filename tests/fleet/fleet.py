@@ -752,8 +752,10 @@ class Fleet(object):
 
     def playbook(self, playbook, extra_vars=None, limit=None, check=False, diff=False,
                  json_output=False, extra_args=(), env=None, timeout=1800):
-        """Run ansible-playbook against the fleet; with json_output, ``.json`` holds the
-        parsed output of the json stdout callback."""
+        """Run ansible-playbook against the fleet; CompletedProcess with ``.recap``
+        ({host: {ok, changed, unreachable, failed, skipped, rescued, ignored}}, from the
+        default callback's PLAY RECAP) and, with json_output (needs a ``json`` stdout
+        callback such as ansible.posix's installed), ``.json`` parsed."""
         if not os.path.exists(self.inventory_path):
             self.inventory()
         cmd = [ansible_bin("ansible-playbook"), "-i", self.inventory_path, playbook]
@@ -774,6 +776,7 @@ class Fleet(object):
                              stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
                              stdin=subprocess.DEVNULL)
         res.json = None
+        res.recap = parse_recap(res.stdout)
         if json_output:
             try:
                 res.json = json.loads(res.stdout[res.stdout.index("{"):])
@@ -884,6 +887,21 @@ class Fleet(object):
             else:
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
+
+
+def parse_recap(stdout):
+    """{host: {ok: n, changed: n, ...}} from the PLAY RECAP of the default callback."""
+    recap, on = {}, False
+    for line in stdout.splitlines():
+        if line.startswith("PLAY RECAP"):
+            on = True
+            continue
+        if on:
+            m = re.match(r"^(\S+)\s+:\s+(.*)$", line)
+            if not m:
+                continue
+            recap[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+    return recap
 
 
 def ansible_bin(name):

@@ -161,12 +161,11 @@ def test_playbook_helper_runs_against_the_fleet(fleet, tmp_path):
         "        path: /var/tmp/fleet-playbook-probe\n"
         "        state: absent\n"
     )
-    res = fleet.playbook(str(pb), json_output=True)
+    res = fleet.playbook(str(pb))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    stats = res.json["stats"]
-    assert set(stats) == {h.name for h in fleet}
-    for s in stats.values():
-        assert s["failures"] == 0 and s["unreachable"] == 0 and s["changed"] == 2
+    assert set(res.recap) == {h.name for h in fleet}
+    for s in res.recap.values():
+        assert s["failed"] == 0 and s["unreachable"] == 0 and s["changed"] == 2, res.stdout
     facts = fleet.ansible("setup", "filter=ansible_distribution_release", extra_args=["-o"])
     assert facts.returncode == 0, facts.stdout + facts.stderr
     for h in fleet:
