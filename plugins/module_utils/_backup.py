@@ -67,13 +67,14 @@ class BackupStore(object):
         self.backup_dir_rel = backup_dir_rel
         self.tag = tag
 
-    def dir_for(self, target, create):
-        """An fd (caller closes) on the directory holding `target`'s backups, or None if absent."""
+    def dir_for(self, target, create, durability=None):
+        """An fd (caller closes) on the directory holding `target`'s backups, or None if absent.
+        With create, missing directories are made (and their parents fsynced through durability)."""
         if self.backup_dir_rel is None:
             return os.dup(target.parent_fd)
         parts = [p for p in self.backup_dir_rel.split("/") if p] + [p for p in target.parent_rel.split("/") if p]
         if create:
-            return fs.makedirs_at(self.root_fd, parts, 0o700)
+            return fs.makedirs_at(self.root_fd, parts, 0o700, durability)
         try:
             return fs.makedirs_at_existing(self.root_fd, parts)
         except OSError as e:

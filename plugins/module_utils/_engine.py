@@ -106,25 +106,52 @@ class Run(object):
         if jdir is None:
             return
         try:
+            if not self.s.check_mode:
+                jr.remove_dead_temps(jdir)
             for name, begin, later in jr.list_journals(jdir):
                 if jr.final_state(later) is not None:
                     continue
-                if self.policy.on_unfinished_plan == "stop" and not self.s.check_mode:
-                    raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
-                                      "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
-                                      % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
-                result = self._recover_one(begin)
-                if not self.s.check_mode:
-                    jr.Journal(jdir, name, self.durability).finish(
-                        "recovered" if result["ok"] else "failed_rollback", by_run=self.run_id)
+                journal = jr.Journal.claim(jdir, name, self.durability)
+                if journal is None:
+                    # Its writer still holds the journal's flock: a live plan of another process, not a crash.
+                    self.rep.event("recovery", "warn", recovered_plan_id=begin["plan_id"], recovered_run_id=begin["run_id"],
+                                   msg="plan %s is still running in another process; left alone" % begin["plan_id"])
+                    continue
+                try:
+                    # Re-read under the flock: the writer may have finished between listing and claiming.
+                    begin, later = jr.read_journal(jdir, name)
+                    if begin is None or jr.final_state(later) is not None:
+                        continue
+                    # safe_restore plan_id=<this plan> is the documented way out of "stop": it may undo it.
+                    undoing_it = self.rep.stage == "restore" and self.rep.plan_id == begin["plan_id"]
+                    if self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it:
+                        raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
+                                          "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
+                                          % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
+                    result = self._recover_one(begin)
+                    if not self.s.check_mode:
+                        try:
+                            journal.finish("recovered" if result["ok"] else "failed_rollback", by_run=self.run_id)
+                        except OSError as e:
+                            # The undo is idempotent: an unmarked journal is simply recovered again next run.
+                            result["ok"] = False
+                            result["msg"] += "; could not mark journal %s finished: %s" % (name, e)
+                finally:
+                    journal.close()
                 self.recovery.append(result)
                 self.rep.event("recovery", "success" if result["ok"] else "failure", recovered_plan_id=begin["plan_id"],
                                recovered_run_id=begin["run_id"], paths=result["paths"], msg=result["msg"])
+                if not result["ok"] and not self.s.check_mode:
+                    # Never carry on over a root a crash left inconsistent (SPEC 4.7).
+                    raise RestoreFailedError("%s; nothing else was done. Inspect the paths, then use safe_restore "
+                                             "plan_id=%s or targets=... to finish by hand" % (result["msg"], begin["plan_id"]))
         finally:
             os.close(jdir)
 
     def _recover_one(self, begin):
         paths, errors = [], []
+        # Backups live where the interrupted run put them, whatever this run's policy.backup_dir says.
+        store = bk.BackupStore(self.root_fd, begin.get("backup_dir_rel", self.s.backup_dir_rel), begin["tag"])
         for act in reversed(begin.get("actions", [])):
             try:
                 target = resolve_beneath(self.s.root, os.path.join(self.s.root, act["target"].lstrip("/")),
@@ -134,11 +161,12 @@ class Run(object):
                 continue
             try:
                 _remove_temps(target.parent_fd, target.name, begin["run_id"])
-                bdir = self.store.dir_for(target, create=False)
+                bdir = store.dir_for(target, create=False)
                 if bdir is None:
                     continue
                 try:
                     _remove_temps(bdir, bk.payload_name(target.name, begin["tag"], act["backup_ms"]), begin["run_id"])
+                    _remove_temps(bdir, bk.sidecar_name(target.name, begin["tag"], act["backup_ms"]), begin["run_id"])
                     changed = self._undo_action(target, bdir, act, begin["tag"])
                 finally:
                     os.close(bdir)
@@ -179,6 +207,17 @@ class Run(object):
         bk.verify_backup(backup, self.policy)
         bk.restore_backup(target, backup, self.policy, self.durability, self.run_id, consume=True)
         return True
+
+
+def _discard_partial_backup(run, la, bdir):
+    """Remove what create_backup left when it failed: names reserved for this run (backup_ms) and temps."""
+    tag = run.s.backup_tag
+    _remove_temps(la.target.parent_fd, la.target.name, run.run_id)
+    _remove_temps(bdir, bk.payload_name(la.target.name, tag, la.backup_ms), run.run_id)
+    _remove_temps(bdir, bk.sidecar_name(la.target.name, tag, la.backup_ms), run.run_id)
+    fs.unlink_at(bdir, bk.sidecar_name(la.target.name, tag, la.backup_ms))
+    fs.unlink_at(bdir, bk.payload_name(la.target.name, tag, la.backup_ms))
+    run.durability.fsync(bdir, "backup directory of %s" % la.link["target"])
 
 
 def _remove_temps(dir_fd, name, run_id):
@@ -277,106 +316,91 @@ def _resolve_links(run, norm):
 
 
 def _link_rows(run, acts):
-    """Preflight rows for link actions."""
-    ctx = pf.PreflightContext(run.s.root, run.root_fd, run.policy)
-    owners, backend = pf.package_owners(run.s.root, [la.link["target"] for la in acts if la.kind == "file"])
-    replaced = set()
+    """Preflight rows for link actions: every gate of SPEC section 6, for real (docs/preflight.md)."""
+    policy = run.policy
+    ctx = pf.PreflightContext(run.s.root, run.root_fd, policy)
+    aliases = pf.merged_usr_aliases(run.root_fd)
+    names = {}
     for la in acts:
-        replaced.add(la.link["target"])
-        replaced.add(os.path.join(run.s.root, la.target.real_rel.lstrip("/")))
-    rescue = pf.rescue_gate(run.s.root, run.root_fd, run.policy, replaced) if run.policy.require_rescue else None
+        names[la.link["target"]] = sorted(set(pf.path_aliases(la.link["target"], aliases)
+                                              + pf.path_aliases(la.target.real_rel, aliases)))
+    db = pf.package_owners(run.s.root, [n for la in acts if la.st is not None for n in names[la.link["target"]]])
+    alternatives = pf.alternatives_choices(run.root_fd)
+    replaced = {}
+    for la in acts:
+        replaced[la.link["target"]] = la.link["target"]
+        replaced[la.target.real_rel] = la.link["target"]
+    rescue = pf.rescue_gate(run.s.root, run.root_fd, policy, replaced) if policy.require_rescue else None
+    extra = pf.probe_extra_mounts(run.root_fd, policy.extra_mount_checks)
     rows = []
     for la in acts:
         row = pf.Row(la.action.action_id, la.link["target"], "link")
         d = row.data
         d.update({"source": la.link["source"], "current_kind": la.kind, "planned_kind": "symlink",
                   "noop": la.noop, "link_text": la.link["source"]})
-        pf.path_policy_gate(row, run.policy, la.link["target"], la.target.real_rel)
-        d["mount"] = pf.mount_gate(row, "target directory", la.target.parent_fd, True, True)
+        pf.path_policy_gate(row, policy, la.link["target"], la.target.real_rel)
+        # An already-swapped target is not written again, so only a changing one needs a writable mount.
+        d["mount"] = pf.mount_gate(row, "the target directory", la.target.parent_fd, not la.noop, True)
         src_real, sst, smount = la.src_info
-        if smount.get("known") and not smount.get("exec"):
-            row.stop("source %s is on a noexec mount (%s)" % (la.link["source"], smount.get("mountpoint")),
-                     "extra_mount_checks")
-        elif not smount.get("known"):
-            row.stop("the mount of source %s cannot be determined; failing closed" % la.link["source"],
-                     "extra_mount_checks")
-        pf.source_trust_gate(row, run.policy, la.link["source"], src_real, sst)
+        # The source is only linked to and executed, never written: exec is required, rw is not (docs/preflight.md).
+        d["source_mount"] = pf.mount_verdict(row, "source %s" % la.link["source"], smount, False, True)
+        pf.source_trust_gate(row, policy, la.link["source"], src_real, sst, run.s.root, run.root_fd)
+        pf.extra_mount_gate(row, extra)
         if not la.noop:
-            pf.immutable_gate(row, run.policy, la.target.parent_fd, la.target.name)
-            pf.hazard_gates(row, run.policy, la.st, la.target.parent_fd, la.target.name)
-            alt = None
-            if la.kind == "symlink":
-                text = fs.readlink_at(la.target.parent_fd, la.target.name)
-                if text.startswith("/etc/alternatives/"):
-                    alt = text
-            pf.ownership_gate(row, run.policy, la.link["target"], la.st, owners, backend, alt)
-            bdir = run.store.dir_for(la.target, create=False)
-            if bdir is None:
-                bdir_probe = os.dup(run.root_fd)
-            else:
-                bdir_probe = bdir
-            try:
-                same = _mounts.same_mount(bdir_probe, la.target.parent_fd) if bdir is not None else True
-                d["backup_same_fs"] = bool(same)
-                if not same and not run.policy.allow_degraded_fs and la.kind == "file":
-                    row.stop("backup directory %s is on another filesystem than %s" % (run.s.backup_dir_rel, la.link["target"])
-                             + " (set policy.allow_degraded_fs: true to back up by copy)", "allow_degraded_fs", "E_EXDEV")
-                if la.kind == "file":
-                    pf.preservation_gate(row, ctx, la.target.parent_fd if bdir is None else bdir_probe)
-            finally:
-                os.close(bdir_probe)
+            pf.immutable_gate(row, policy, la.target.parent_fd, la.target.name)
+            pf.hazard_gates(row, policy, la.st, la.target.parent_fd, la.target.name)
+            text = fs.readlink_at(la.target.parent_fd, la.target.name) if la.kind == "symlink" else None
+            pf.ownership_gate(row, policy, names[la.link["target"]], la.st, db, text, alternatives)
+            pf.backup_gates(row, ctx, run.store, run.s.backup_dir_rel, la.target, la.kind)
         else:
             d["immutable_detection_method"] = "not_applicable"
-        if rescue is not None:
-            d["rescue"] = rescue
-            if not rescue["ok"]:
-                row.stop("no rescue toolset would remain: busybox absent and only %d of %d core tools (%s) present"
-                         % (len(rescue["tools"]), rescue["min_count"], ", ".join(rescue["tools"]) or "none")
-                         + " (set policy.require_rescue: false, or keep busybox installed)", "require_rescue")
-        for extra in run.policy.extra_mount_checks:
-            host = os.path.join(run.s.root, extra.lstrip("/"))
-            if os.path.exists(host):
-                pf.mount_gate(row, "extra mount check %s" % extra, host, True, True)
+        pf.rescue_verdict(row, rescue, (la.link["target"],))
         la.row = row
         rows.append(row)
     return rows, rescue
 
 
 def _finish_rows(run, rows, stage="preflight"):
-    """Sorted rows, one preflight event each, a preflight.summary; returns (rows, stops)."""
+    """Sorted rows, one preflight event each, a preflight.summary; returns (rows, stops).
+
+    override_preflight turns every STOP into a warning (the row keeps policy_ok false and says overridden)."""
     rows = sorted(rows, key=lambda r: (r.data["path"], r.data["action_id"]))
     stops = []
     for r in rows:
         d = r.data
         if run.policy.override_preflight and d["stops"]:
             for s in d["stops"]:
-                d["warnings"].append("overridden STOP: " + s["msg"])
+                d["warnings"].append("overridden STOP (policy.override_preflight): " + s["msg"])
             d["overridden"] = True
         elif d["stops"]:
             stops.extend(d["stops"])
         decision = "failure" if (d["stops"] and not d.get("overridden")) else ("warn" if d["warnings"] else "success")
         run.rep.event("preflight", decision, action_id=d["action_id"], path=d["path"], policy_ok=d["policy_ok"],
                       current_kind=d.get("current_kind"), planned_kind=d.get("planned_kind"),
-                      stops=[s["msg"] for s in d["stops"]] or None, warnings=d["warnings"] or None)
+                      stops=[s["msg"] for s in d["stops"]] or None,
+                      knobs=sorted(set(s["knob"] for s in d["stops"])) or None, warnings=d["warnings"] or None)
         for w in d["warnings"]:
             run.rep.warnings.append("%s: %s" % (d["path"], w))
-    run.rep.event("preflight.summary", "failure" if stops else "success", rows=len(rows), stops=len(stops),
-                  warnings=sum(len(r.data["warnings"]) for r in rows))
+    warnings = sum(len(r.data["warnings"]) for r in rows)
+    run.rep.event("preflight.summary", "failure" if stops else ("warn" if warnings else "success"), rows=len(rows),
+                  stops=len(stops), warnings=warnings,
+                  stop_paths=sorted(set(r.data["path"] for r in rows if r.data["stops"] and not r.data.get("overridden"))),
+                  overridden=sum(1 for r in rows if r.data.get("overridden")))
     return [r.data for r in rows], stops
 
 
 def _stop_error(stops):
-    """The error a STOP maps to: the first specific one (E_OWNERSHIP, E_EXDEV, ...) classified under E_POLICY."""
+    """The error a STOP maps to: E_EXDEV, E_BACKUP_MISSING and E_RESTORE_FAILED keep their own id; everything else
+    is E_POLICY with the specific causes (E_OWNERSHIP, ...) first in summary_error_ids."""
     ids = []
     for s in stops:
         if s["error_id"] not in ids:
             ids.append(s["error_id"])
     specific = [i for i in ids if i != "E_POLICY"]
-    first = stops[0]
     msg = "preflight found %d STOP%s: %s" % (len(stops), "" if len(stops) == 1 else "s",
                                             "; ".join(s["msg"] for s in stops))
     if specific and specific[0] in ("E_EXDEV", "E_BACKUP_MISSING", "E_RESTORE_FAILED"):
-        return ERROR_CLASSES[specific[0]](msg, path=None, cause_ids=())
+        return ERROR_CLASSES[specific[0]](msg, path=None, cause_ids=specific[1:])
     return PolicyError(msg, cause_ids=specific)
 
 
@@ -446,20 +470,29 @@ def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=
 
 
 def _restore_row(run, action, which):
+    """Restore readiness: path policy, a writable target directory, a complete verified backup, nothing there that
+    restore would refuse to replace, immutable flags and the preservation probe of the target directory."""
     target = resolve_beneath(run.s.root, os.path.join(run.s.root, action.target.lstrip("/")), "restores", run.root_fd)
     try:
         row = pf.Row(action.action_id, action.target, "restore")
         st = target.lstat()
         row.data["current_kind"] = fs.kind_of(st)
+        pf.path_policy_gate(row, run.policy, action.target, target.real_rel)
         bdir = run.store.dir_for(target, create=False)
         backups = run.store.list(target, bdir) if bdir is not None else []
         try:
             b = pf.restore_ready_gate(row, run.policy, backups, which)
             if b is not None:
-                row.data["planned_kind"] = "file" if b.prior_kind == "file" else b.prior_kind
+                row.data["planned_kind"] = b.prior_kind
                 row.data["noop"] = bk.target_matches_backup(target, b, run.policy.preservation_tier)
                 if not row.data["noop"]:
+                    # Restore writes a temp file in the target directory and renames it over the target.
+                    row.data["mount"] = pf.mount_gate(row, "the target directory", target.parent_fd, True, False)
+                    pf.restore_target_gate(row, row.data["current_kind"])
                     pf.immutable_gate(row, run.policy, target.parent_fd, target.name)
+                    if b.prior_kind == "file":
+                        ctx = pf.PreflightContext(run.s.root, run.root_fd, run.policy)
+                        pf.preservation_gate(row, ctx, [("the target directory", target.parent_fd)])
         finally:
             if bdir is not None:
                 os.close(bdir)
@@ -482,6 +515,12 @@ def apply(settings, links, smoke=None):
         run.rep.event("plan", actions=len(acts), preset=run.policy.preset)
         run.take_lock()
         run.recover()
+        if run.recovery:
+            # Recovery may have changed the targets resolved above: resolve them again.
+            stale, acts = acts, []
+            for la in stale:
+                la.target.close()
+            plan, acts = _resolve_links(run, norm)
         rows, _rescue = _link_rows(run, acts)
         rows, stops = _finish_rows(run, rows)
         todo = [la for la in acts if not la.noop]
@@ -518,20 +557,30 @@ def _apply_event(run, la, decision, msg=None):
 
 def _commit(run, plan, acts, todo, checks, base):
     s = run.s
-    jdir = jr.open_state_dir(run.root_fd, s.state_rel.strip("/").split("/"), create=True)
+    jdir = None
+    journal = None
     bdirs = {}
     try:
         now = _now_ms()
-        jactions = []
-        for la in todo:
-            bdir = run.store.dir_for(la.target, create=True)
-            bdirs[la.action.action_id] = bdir
-            la.backup_ms = run.store.next_ms(la.target, bdir, now)
-            jactions.append({"action_id": la.action.action_id, "target": la.link["target"], "link_text": la.link["source"],
-                             "backup_ms": la.backup_ms, "prior_kind": la.kind})
-        journal = jr.Journal.begin(jdir, run.run_id, {
-            "kind": "apply", "plan_id": plan.plan_id, "run_id": run.run_id, "tag": s.backup_tag, "ts_ms": now,
-            "actions": jactions}, run.durability)
+        try:
+            jdir = jr.open_state_dir(run.root_fd, s.state_rel.strip("/").split("/"), create=True,
+                                     durability=run.durability)
+            jactions = []
+            for la in todo:
+                bdir = run.store.dir_for(la.target, create=True, durability=run.durability)
+                bdirs[la.action.action_id] = bdir
+                la.backup_ms = run.store.next_ms(la.target, bdir, now)
+                jactions.append({"action_id": la.action.action_id, "target": la.link["target"],
+                                 "link_text": la.link["source"], "backup_ms": la.backup_ms, "prior_kind": la.kind})
+            journal = jr.Journal.begin(jdir, run.run_id, {
+                "kind": "apply", "plan_id": plan.plan_id, "run_id": run.run_id, "tag": s.backup_tag, "ts_ms": now,
+                "backup_dir_rel": s.backup_dir_rel, "actions": jactions}, run.durability)
+        except OSError as e:
+            # Nothing was swapped yet: fail the plan without touching any target.
+            err = AtomicSwapError("could not write the write-ahead journal under state_dir %s: %s; nothing was changed"
+                                  % (s.state_rel, e.strerror or e))
+            run.rep.event("apply.result", "failure", msg=err.msg, backup_durable=run.durability.durable)
+            return _apply_report(run, acts, base, err, [], False), err, run.rep.warnings
         fs.fault_point("after_journal")
         done = []
         err = None
@@ -545,6 +594,10 @@ def _commit(run, plan, acts, todo, checks, base):
                 done.append(la)
                 err = _classify(e, la)
                 break
+            try:
+                journal.progress(la.action.action_id, "swapped")
+            except OSError:
+                pass  # advisory only: recovery decides from the filesystem, never from progress records
         smoke_results = []
         if err is None and checks is not None:
             smoke_results = _smoke.run_checks(s.root, checks, [l.link for l in acts],
@@ -554,26 +607,41 @@ def _commit(run, plan, acts, todo, checks, base):
                           smoke=[dict(r) for r in smoke_results])
             if bad:
                 err = SmokeError("smoke check failed: %s" % "; ".join("%s: %s" % (r["name"], r["detail"]) for r in bad))
+        if err is None:
+            try:
+                journal.finish("committed")
+                return _apply_report(run, acts, base, None, [], True, smoke_results), None, run.rep.warnings
+            except OSError as e:
+                # Unrecorded, the commit would be rolled back by the next run anyway: do it now, and say so.
+                err = AtomicSwapError("could not record the commit in journal %s: %s" % (journal.name, e.strerror or e))
         rolled = []
-        if err is not None:
-            if failed is not None and failed.result is None:
-                failed.result = "failed"
-            if run.policy.auto_rollback:
-                rolled, rb_err = _rollback(run, done, bdirs)
-                journal.finish("rolled_back" if rb_err is None else "failed_rollback")
-                if rb_err is not None:
-                    err = RestoreFailedError("%s; rollback was incomplete: %s" % (err.msg, rb_err.msg),
-                                             cause_ids=err.summary_error_ids)
+        if failed is not None and failed.result is None:
+            failed.result = "failed"
+        final = "committed"
+        if run.policy.auto_rollback:
+            rolled, rb_err = _rollback(run, done, bdirs)
+            final = "rolled_back" if rb_err is None else "failed_rollback"
+            if rb_err is not None:
+                err = RestoreFailedError("%s; rollback was incomplete: %s" % (err.msg, rb_err.msg),
+                                         cause_ids=err.summary_error_ids)
+        try:
+            if final == "committed":
+                journal.finish(final, note="failure without auto_rollback")
             else:
-                journal.finish("committed", note="failure without auto_rollback")
-            report = _apply_report(run, acts, base, err, rolled, True, smoke_results)
-            return report, err, run.rep.warnings
-        journal.finish("committed")
-        return _apply_report(run, acts, base, None, [], True, smoke_results), None, run.rep.warnings
+                journal.finish(final)
+        except OSError as e:
+            err = err.__class__("%s; journal %s could not be marked %s (%s), so the next run will check this plan "
+                                "again" % (err.msg, journal.name, final, e.strerror or e), path=err.path,
+                                cause_ids=err.cause_ids)
+        report = _apply_report(run, acts, base, err, rolled, True, smoke_results)
+        return report, err, run.rep.warnings
     finally:
+        if journal is not None:
+            journal.close()
         for fd in bdirs.values():
             os.close(fd)
-        os.close(jdir)
+        if jdir is not None:
+            os.close(jdir)
 
 
 def _classify(e, la):
@@ -607,7 +675,10 @@ def _rollback(run, done, bdirs):
     for la in reversed(done):
         try:
             if la.backup is None:
-                continue  # nothing was created for it: the target was never touched
+                # The target was never touched, but a half-made backup may be left: a payload hard link
+                # (which would trip the hard-link gate next run), a sidecar whose directory fsync failed, temps.
+                _discard_partial_backup(run, la, bdirs[la.action.action_id])
+                continue
             swapped = (la.target.kind() == "symlink"
                        and fs.readlink_at(la.target.parent_fd, la.target.name) == la.link["source"])
             if swapped:

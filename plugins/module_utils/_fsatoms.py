@@ -38,6 +38,7 @@ class Durability(object):
 
     def fsync(self, fd, what):
         self._count += 1
+        fault_point("before_fsync")
         try:
             if self._fail_at is not None and self._count == self._fail_at:
                 raise OSError(errno.EIO, "injected fsync failure (SWITCHYARD_TEST_FAIL_FSYNC)")
@@ -226,9 +227,10 @@ def read_small_at(dirfd, name, limit=16 << 20):
         os.close(fd)
 
 
-def makedirs_at(dirfd, rel_parts, mode=0o755):
+def makedirs_at(dirfd, rel_parts, mode=0o755, durability=None):
     """Open (creating as needed) a chain of directories under dirfd, never following symlinks.
-    Returns a new fd for the last one; the caller closes it."""
+    Returns a new fd for the last one; the caller closes it.  With `durability`, the parent of
+    every directory created is fsynced, so a journal or backup inside it survives power loss."""
     fd = os.dup(dirfd)
     try:
         for part in rel_parts:
@@ -243,6 +245,12 @@ def makedirs_at(dirfd, rel_parts, mode=0o755):
                     if e2.errno != errno.EEXIST:
                         raise
                 nfd = open_dir_at(fd, part)
+                if durability is not None:
+                    try:
+                        durability.fsync(fd, "directory holding new directory %s" % part)
+                    except BaseException:
+                        os.close(nfd)
+                        raise
             os.close(fd)
             fd = nfd
         return fd

@@ -6,6 +6,7 @@
 from __future__ import absolute_import, division, print_function
 
 import errno
+import fcntl
 import json
 import os
 
@@ -19,33 +20,98 @@ class Journal(object):
     """One JSON line per record; the first ("begin") lists every action and the exact backup
     names it will create, so recovery can decide from the filesystem alone what to undo.
     The file is created under a temp name, fsynced, renamed and its directory fsynced before
-    the first mutation; the final record is appended and fsynced before the module reports."""
+    the first mutation; the final record is appended and fsynced before the module reports.
 
-    def __init__(self, dir_fd, name, durability):
+    The writer holds an exclusive flock on the journal for as long as the plan runs: the kernel
+    drops it when the process dies, so recovery can tell a crashed plan (lock free) from one
+    another process is still running without the process lock (lock held)."""
+
+    def __init__(self, dir_fd, name, durability, fd):
         self.dir_fd = dir_fd
         self.name = name
         self.durability = durability
+        self.fd = fd
 
     @classmethod
     def begin(cls, dir_fd, run_id, record, durability):
         name = run_id + JOURNAL_SUFFIX
         data = (json.dumps(dict(record, record="begin"), sort_keys=True) + "\n").encode("utf-8")
-        fs.write_file_replace_at(dir_fd, name, data, run_id, durability, mode=0o600)
-        return cls(dir_fd, name, durability)
-
-    def append(self, record):
-        fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        tmp = fs.temp_name(name, run_id)
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                     dir_fd=dir_fd)
         try:
-            os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
-            self.durability.fsync(fd, "journal %s" % self.name)
-        finally:
+            # Locked before it has its real name: no other process ever sees it unlocked while we run.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _write_all(fd, data)
+            durability.fsync(fd, "journal %s" % name)
+            fs.rename_at(dir_fd, tmp, dir_fd, name)
+        except BaseException:
             os.close(fd)
+            fs.unlink_at(dir_fd, tmp)
+            raise
+        journal = cls(dir_fd, name, durability, fd)
+        try:
+            durability.fsync(dir_fd, "journal directory")
+        except BaseException:
+            journal.close()
+            raise
+        return journal
+
+    @classmethod
+    def claim(cls, dir_fd, name, durability):
+        """Open an existing journal for recovery; None when its writer is still alive (locked)."""
+        fd = os.open(name, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        return cls(dir_fd, name, durability, fd)
+
+    def append(self, record, sync=True):
+        """Append one record.  A line torn by a crash is terminated first, so it cannot swallow
+        this record.  sync=False for progress records that recovery never relies on."""
+        line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        size = os.fstat(self.fd).st_size
+        if size and os.pread(self.fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        half = len(line) // 2
+        _write_all(self.fd, line[:half])
+        fs.fault_point("mid_journal")
+        _write_all(self.fd, line[half:])
+        if sync:
+            self.durability.fsync(self.fd, "journal %s" % self.name)
+
+    def progress(self, action_id, state):
+        self.append({"record": "action", "action_id": action_id, "state": state}, sync=False)
 
     def finish(self, state, **extra):
+        """Append the final record.  If it cannot be made durable it is withdrawn (best effort), so a
+        crash before a later end record leaves the plan unfinished, to be recovered."""
         assert state in FINAL_STATES
         rec = {"record": "end", "state": state}
         rec.update(extra)
-        self.append(rec)
+        try:
+            self.append(rec)
+        except OSError:
+            try:
+                self.append({"record": "reopen", "state": state}, sync=False)
+            except OSError:
+                pass
+            raise
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def read_journal(dir_fd, name):
@@ -63,7 +129,11 @@ def read_journal(dir_fd, name):
 
 
 def final_state(later):
+    """The state of the last "end" record, or None while the plan is unfinished.  A "reopen" record
+    after it (an end record whose fsync failed) makes the plan unfinished again."""
     for rec in reversed(later):
+        if rec.get("record") == "reopen":
+            return None
         if rec.get("record") == "end":
             return rec.get("state")
     return None
@@ -85,11 +155,28 @@ def list_journals(dir_fd):
     return out
 
 
-def open_state_dir(root_fd, state_rel_parts, create):
+def remove_dead_temps(dir_fd):
+    """Drop journal temps a crash left before their rename (no mutation followed them).  A temp whose
+    writer is alive is still flocked and stays."""
+    for name in os.listdir(dir_fd):
+        if fs.TEMP_MARKER not in name:
+            continue
+        try:
+            journal = Journal.claim(dir_fd, name, None)
+        except OSError:
+            continue
+        if journal is not None:
+            try:
+                fs.unlink_at(dir_fd, name)
+            finally:
+                journal.close()
+
+
+def open_state_dir(root_fd, state_rel_parts, create, durability=None):
     """Open <state_dir>/journal beneath root; None when it does not exist and create is False."""
     parts = list(state_rel_parts) + ["journal"]
     if create:
-        return fs.makedirs_at(root_fd, parts, 0o700)
+        return fs.makedirs_at(root_fd, parts, 0o700, durability)
     fd = os.dup(root_fd)
     try:
         for p in parts:

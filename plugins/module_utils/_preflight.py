@@ -1,11 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Preflight gates (SPEC section 6): one row per action, STOPs name the path and the knob. Private to this collection."""
+"""Preflight gates (SPEC section 6): one row per action, STOPs name the path and the knob. Private to this collection.
+
+Every STOP message names the row's path and says `policy.<knob>` for the knob that changes it;
+docs/preflight.md lists each gate, its message and its knob (a test checks both)."""
 
 from __future__ import absolute_import, division, print_function
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -15,11 +19,16 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _immutable
 from ansible_collections.switchyard.fs.plugins.module_utils import _mounts
 from ansible_collections.switchyard.fs.plugins.module_utils import _preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._backup import verify_backup
-from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError, SwitchyardError
+from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_dir_beneath
 
 RESCUE_TOOLS = ("cp", "mv", "rm", "ln", "stat", "readlink", "sha256sum", "sort", "date", "ls")
-RESCUE_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 HOME_DIRS = ("/home", "/root")
+# Top-level directories a merged-/usr root links into /usr; dpkg may know a file under either name.
+MERGED_USR_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_MAX_HOPS = 40
+_PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+_DPKG_GLOB = re.compile(r"([*?\[\]\\])")
 
 
 def _under(path, prefixes):
@@ -30,8 +39,16 @@ def _under(path, prefixes):
     return None
 
 
+def _split(path):
+    return [p for p in path.split("/") if p]
+
+
+def _join(parent_rel, name):
+    return (parent_rel.rstrip("/") + "/" + name) if parent_rel not in ("", "/") else "/" + name
+
+
 class Row(object):
-    """One preflight row.  stop()/warn() honour a stop|warn|allow knob value."""
+    """One preflight row.  stop()/warn()/note() record findings; hazard() honours a stop|warn|allow knob value."""
 
     def __init__(self, action_id, path, op):
         self.data = {"action_id": action_id, "path": path, "op": op, "policy_ok": True, "notes": [],
@@ -48,6 +65,7 @@ class Row(object):
         self.data["notes"].append(msg)
 
     def hazard(self, level, msg, knob, error_id="E_POLICY"):
+        """stop: a STOP; warn: a warning; allow: silent (only a note in the row, no warning)."""
         if level == "stop":
             self.stop("%s (set policy.%s: warn or allow to proceed)" % (msg, knob), knob, error_id)
         elif level == "warn":
@@ -57,7 +75,7 @@ class Row(object):
 
 
 class PreflightContext(object):
-    """Per-run caches: one mount probe per directory, one preservation probe per backup directory."""
+    """Per-run caches: one preservation probe per directory."""
 
     def __init__(self, root, root_fd, policy):
         self.root = root
@@ -73,39 +91,123 @@ class PreflightContext(object):
         return self._pres[key]
 
 
-def mount_gate(row, what, fd_or_path, need_rw, need_exec):
-    ms = _mounts.mount_status(fd_or_path)
-    info = {"mountpoint": ms.get("mountpoint"), "fstype": ms.get("fstype"), "rw": ms.get("rw"),
+# -- mounts ------------------------------------------------------------------------------------
+
+def mount_info(ms):
+    return {"mountpoint": ms.get("mountpoint"), "fstype": ms.get("fstype"), "rw": ms.get("rw"),
             "exec": ms.get("exec"), "method": ms.get("method")}
+
+
+def mount_verdict(row, what, ms, need_rw, need_exec, knob="override_preflight", fix=None):
+    """STOP when a needed rw/exec property is missing or unknown (unknown fails closed)."""
+    fix = fix or "only policy.%s: true skips this gate" % knob
+    where = "%s, %s" % (ms.get("mountpoint"), ms.get("fstype"))
     if not ms.get("known"):
-        row.stop("the mount of %s (%s) cannot be determined; failing closed" % (what, row.data["path"]),
-                 "extra_mount_checks")
+        row.stop("%s of %s: its mount cannot be determined (statvfs and /proc/self/mounts both failed); failing "
+                 "closed (%s)" % (what, row.data["path"], fix), knob)
     else:
         if need_rw and not ms.get("rw"):
-            row.stop("%s is on a read-only mount (%s)" % (what, ms.get("mountpoint")), "extra_mount_checks")
+            row.stop("%s of %s is on a read-only mount (%s); remount it read-write (%s)"
+                     % (what, row.data["path"], where, fix), knob)
         if need_exec and not ms.get("exec"):
-            row.stop("%s is on a noexec mount (%s)" % (what, ms.get("mountpoint")), "extra_mount_checks")
-    return info
+            row.stop("%s of %s is on a noexec mount (%s); remount it exec (%s)" % (what, row.data["path"], where, fix),
+                     knob)
+    return mount_info(ms)
+
+
+def mount_gate(row, what, fd_or_path, need_rw, need_exec, knob="override_preflight", fix=None):
+    return mount_verdict(row, what, _mounts.mount_status(fd_or_path), need_rw, need_exec, knob, fix)
+
+
+def probe_extra_mounts(root_fd, paths):
+    """[{path, present, mount status}] for policy.extra_mount_checks, each resolved inside root."""
+    out = []
+    for rel in paths:
+        entry = {"path": rel, "present": False, "status": None, "detail": None}
+        try:
+            fd = _open_path_beneath(root_fd, rel)
+        except (PolicyError, OSError) as e:
+            entry["detail"] = getattr(e, "msg", None) or str(e)
+            out.append(entry)
+            continue
+        if fd is None:
+            entry["detail"] = "not present inside root"
+        else:
+            try:
+                entry["present"] = True
+                entry["status"] = _mounts.mount_status(fd)
+            finally:
+                os.close(fd)
+        out.append(entry)
+    return out
+
+
+def extra_mount_gate(row, extra):
+    """Every present extra_mount_checks path must be on a rw, exec mount; absent ones are noted, not failed."""
+    infos = []
+    for e in extra:
+        if not e["present"]:
+            row.note("extra_mount_checks path %s skipped: %s" % (e["path"], e["detail"]))
+            continue
+        info = mount_verdict(row, "extra_mount_checks path %s, checked for" % e["path"], e["status"], True, True,
+                             "extra_mount_checks", "or remove it from policy.extra_mount_checks")
+        info["path"] = e["path"]
+        infos.append(info)
+    row.data["extra_mounts"] = infos
+
+
+def _open_path_beneath(root_fd, rel):
+    """An O_PATH fd on in-root `rel` (symlinks followed inside root), or None when it does not exist."""
+    parts = _split(rel)
+    if not parts:
+        return os.dup(root_fd)
+    for _hop in range(_MAX_HOPS):
+        dfd, drel = open_dir_beneath(root_fd, parts[:-1], "policy.extra_mount_checks", rel)
+        try:
+            name = parts[-1]
+            st = fs.lstat_at(dfd, name)
+            if st is None:
+                return None
+            if not stat.S_ISLNK(st.st_mode):
+                return os.open(name, _PATH_FLAGS, dir_fd=dfd)
+            text = os.readlink(name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        parts = _split(text) if text.startswith("/") else _split(drel) + _split(text)
+        if not parts or parts[-1] in (".", ".."):
+            # The link names a directory by "." or "..": let the directory walk (which never leaves root) open it.
+            return open_dir_beneath(root_fd, parts, "policy.extra_mount_checks", rel)[0]
+    raise PolicyError("policy.extra_mount_checks entry %s: too many symlinks (loop?)" % rel)
+
+
+# -- immutable / append-only -------------------------------------------------------------------
+
+_METHOD_RANK = {"unknown": 0, "lsattr": 1, "ioctl": 2, "not_applicable": 3}
 
 
 def immutable_gate(row, policy, dir_fd, name):
-    """Flags of the target entry and of its directory (a +i directory blocks the temp link and the rename)."""
+    """Flags of the target entry and of its directory (a +i/+a directory blocks the temp link and the rename)."""
     entry = _immutable.detect_flags(dir_fd, name)
     parent = _immutable.detect_dir_flags(dir_fd)
-    checks = [("target", entry), ("its directory", parent)]
-    method = entry["method"] if entry["method"] != "not_applicable" else parent["method"]
-    reliable = all(c["reliable"] for _w, c in checks)
-    immutable = any(c.get("immutable") for _w, c in checks)
-    append_only = any(c.get("append_only") for _w, c in checks)
+    checks = [("target", entry), ("directory", parent)]
+    # The weakest method used is the one the answer rests on.
+    method = min((c["method"] for _w, c in checks), key=lambda m: _METHOD_RANK.get(m, 0))
     row.data["immutable_detection_method"] = method
-    row.data["immutable_check"] = {"immutable": immutable, "append_only": append_only, "reliable": reliable,
-                                   "target": entry, "directory": parent}
+    row.data["immutable_check"] = {
+        "immutable": any(bool(c.get("immutable")) for _w, c in checks),
+        "append_only": any(bool(c.get("append_only")) for _w, c in checks),
+        "reliable": all(c["reliable"] for _w, c in checks),
+        "target": entry, "directory": parent}
+    path = row.data["path"]
     for what, c in checks:
+        subject = path if what == "target" else "the directory of %s" % path
         if c.get("immutable") or c.get("append_only"):
-            flag = "immutable (+i)" if c.get("immutable") else "append-only (+a)"
-            row.stop("%s of %s is %s; clear it with chattr -i/-a first" % (what, row.data["path"], flag), "immutable")
+            flag, clear = ("immutable (+i)", "chattr -i") if c.get("immutable") else ("append-only (+a)", "chattr -a")
+            row.stop("%s is %s (detected by %s); a rename over it fails with EPERM. Clear it with %s first "
+                     "(only policy.override_preflight: true skips this gate)" % (subject, flag, c["method"], clear),
+                     "override_preflight")
         elif not c["reliable"]:
-            msg = "cannot tell whether %s of %s is immutable: %s" % (what, row.data["path"], c.get("detail"))
+            msg = "cannot tell whether %s is immutable or append-only: %s" % (subject, c.get("detail"))
             if policy.allow_unreliable_immutable_check:
                 row.warn(msg)
             else:
@@ -113,28 +215,39 @@ def immutable_gate(row, policy, dir_fd, name):
                          "allow_unreliable_immutable_check")
 
 
+# -- allow_roots / forbid_paths ----------------------------------------------------------------
+
 def path_policy_gate(row, policy, rel, real_rel):
+    """Both the path as written and the path after in-root symlinks must pass (/bin/ls is /usr/bin/ls)."""
     for p in (rel, real_rel):
         hit = _under(p, policy.forbid_paths)
         if hit:
-            row.stop("%s is under forbidden path %s" % (p, hit), "forbid_paths")
+            shown = rel if p == rel else "%s (really %s)" % (rel, p)
+            row.stop("%s is under forbidden path %s (remove it from policy.forbid_paths to proceed)" % (shown, hit),
+                     "forbid_paths")
             break
     if policy.allow_roots and not (_under(rel, policy.allow_roots) and _under(real_rel, policy.allow_roots)):
-        row.stop("%s is outside policy.allow_roots %s" % (rel, policy.allow_roots), "allow_roots")
+        shown = rel if rel == real_rel else "%s (really %s)" % (rel, real_rel)
+        row.stop("%s is outside policy.allow_roots %s (add a parent of it to policy.allow_roots to proceed)"
+                 % (shown, ", ".join(policy.allow_roots)), "allow_roots")
 
+
+# -- setuid/setgid, capabilities, hard links ---------------------------------------------------
 
 def hazard_gates(row, policy, st, dir_fd, name):
     if st is None or not stat.S_ISREG(st.st_mode):
         return
+    path = row.data["path"]
     if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-        row.hazard(policy.suid_sgid, "%s is setuid/setgid (mode %04o); a symlink cannot carry that"
-                   % (row.data["path"], stat.S_IMODE(st.st_mode)), "suid_sgid")
+        bits = "/".join(b for b, f in (("setuid", stat.S_ISUID), ("setgid", stat.S_ISGID)) if st.st_mode & f)
+        row.hazard(policy.suid_sgid, "%s is %s (mode %04o); a symlink cannot carry that, the swap drops it"
+                   % (path, bits, stat.S_IMODE(st.st_mode)), "suid_sgid")
     if _has_capability(dir_fd, name):
-        row.hazard(policy.suid_sgid, "%s carries file capabilities (security.capability); a symlink cannot carry them"
-                   % row.data["path"], "suid_sgid")
+        row.hazard(policy.suid_sgid, "%s carries file capabilities (security.capability); a symlink cannot carry them, "
+                   "the swap drops them" % path, "suid_sgid")
     if st.st_nlink > 1:
-        row.hazard(policy.hardlinks, "%s has %d hard links; the other names would keep the old file"
-                   % (row.data["path"], st.st_nlink), "hardlinks")
+        row.hazard(policy.hardlinks, "%s has %d hard links; the other %d name(s) would keep the old file"
+                   % (path, st.st_nlink, st.st_nlink - 1), "hardlinks")
 
 
 def _has_capability(dir_fd, name):
@@ -150,12 +263,59 @@ def _has_capability(dir_fd, name):
         os.close(fd)
 
 
-def source_trust_gate(row, policy, source_rel, src_real_rel, src_st):
+# -- source trust ------------------------------------------------------------------------------
+
+def _unsafe_dir(st):
+    """Why a directory lets someone other than root replace what is below it, or None.
+
+    Group/world-writable is fine with the sticky bit: others cannot rename or delete entries they do not own."""
+    if st.st_uid != 0:
+        return "is owned by uid %d" % st.st_uid
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        return "is group- or world-writable without the sticky bit (mode %04o)" % stat.S_IMODE(st.st_mode)
+    return None
+
+
+def directory_chain_problems(root, root_fd, parent_rel):
+    """Problems of every directory from host / down to the source's real directory (root's ancestors included)."""
+    problems = []
+    host = "/"
+    for part in [""] + _split(root):
+        host = os.path.join(host, part)
+        try:
+            why = _unsafe_dir(os.lstat(host))
+        except OSError as e:
+            why = "cannot be checked: %s" % e.strerror
+        if why:
+            problems.append("directory %s %s" % (host, why))
+    cur = os.dup(root_fd)
+    rel = ""
+    try:
+        for part in _split(parent_rel):
+            rel += "/" + part
+            try:
+                nfd = os.open(part, fs.DIR_FLAGS, dir_fd=cur)
+            except OSError as e:
+                problems.append("directory %s (inside root) cannot be checked: %s" % (rel, e.strerror))
+                break
+            os.close(cur)
+            cur = nfd
+            why = _unsafe_dir(os.fstat(cur))
+            if why:
+                problems.append("directory %s (inside root) %s" % (rel, why))
+    finally:
+        os.close(cur)
+    return problems
+
+
+def source_trust_gate(row, policy, source_rel, src_real_rel, src_st, root="/", root_fd=None):
+    """The file itself (regular, executable, root-owned, not group/world-writable), not under a home directory,
+    and every directory above it (so nobody but root can swap the file out between check and exec)."""
     problems = []
     if not stat.S_ISREG(src_st.st_mode):
         problems.append("is not a regular file")
     elif not src_st.st_mode & 0o111:
-        problems.append("is not executable")
+        problems.append("is not executable (mode %04o)" % stat.S_IMODE(src_st.st_mode))
     if src_st.st_uid != 0:
         problems.append("is owned by uid %d, not root" % src_st.st_uid)
     if src_st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
@@ -163,123 +323,385 @@ def source_trust_gate(row, policy, source_rel, src_real_rel, src_st):
     home = _under(source_rel, HOME_DIRS) or _under(src_real_rel, HOME_DIRS)
     if home:
         problems.append("lies under home directory %s" % home)
+    if root_fd is not None:
+        problems.extend(directory_chain_problems(root, root_fd, src_real_rel.rsplit("/", 1)[0] or "/"))
     row.data["source_trusted"] = not problems
     if problems:
-        msg = "source %s %s" % (source_rel, "; ".join(problems))
-        if policy.source_trust == "require_trusted":
-            row.stop(msg + " (set policy.source_trust: warn or allow to proceed)", "source_trust")
-        elif policy.source_trust == "warn":
-            row.warn(msg)
-        else:
-            row.note(msg)
+        shown = source_rel if source_rel == src_real_rel else "%s (really %s)" % (source_rel, src_real_rel)
+        msg = "source %s of %s is not trusted: it %s" % (shown, row.data["path"], "; ".join(problems))
+        row.hazard({"require_trusted": "stop"}.get(policy.source_trust, policy.source_trust), msg, "source_trust")
 
 
-def package_owners(root, rels):
-    """{in-root path: package} via one dpkg-query -S (or rpm -qf) call; {} when neither is available."""
-    if not rels:
-        return {}, None
+# -- package ownership -------------------------------------------------------------------------
+
+class PackageDb(object):
+    """Answers of one package-database query for a plan: owners and dpkg diversions per in-root path."""
+
+    def __init__(self, backend=None):
+        self.backend = backend
+        self.owners = {}
+        self.diversions = {}
+
+    def lookup(self, names):
+        """(package or None, diversion or None) of the first name that has an answer."""
+        pkg = next((self.owners[n] for n in names if self.owners.get(n)), None)
+        div = next((self.diversions[n] for n in names if n in self.diversions), None)
+        return pkg, div
+
+
+def merged_usr_aliases(root_fd):
+    """{'/bin': '/usr/bin', ...} for top-level directories that are symlinks into /usr."""
+    out = {}
+    for name in MERGED_USR_DIRS:
+        try:
+            text = os.readlink(name, dir_fd=root_fd)
+        except OSError:
+            continue
+        if text.strip("/") == "usr/" + name:
+            out["/" + name] = "/usr/" + name
+    return out
+
+
+def path_aliases(rel, aliases):
+    """rel plus its other merged-/usr name: /usr/bin/ls <-> /bin/ls."""
+    names = [rel]
+    for top, usr in aliases.items():
+        for a, b in ((usr, top), (top, usr)):
+            if rel.startswith(a + "/"):
+                names.append(b + rel[len(a):])
+    return names
+
+
+def package_owners(root, names):
+    """One dpkg-query -S (or rpm -qf per path) over in-root paths; an empty PackageDb when neither exists."""
+    names = sorted(set(names))
+    if not names:
+        return PackageDb()
+    admindir = os.path.join(root, "var/lib/dpkg")
     dpkg = shutil.which("dpkg-query")
-    if dpkg and os.path.isdir(os.path.join(root, "var/lib/dpkg/info")):
-        cmd = [dpkg, "--admindir", os.path.join(root, "var/lib/dpkg"), "-S"] + list(rels)
+    if dpkg and os.path.isdir(os.path.join(admindir, "info")):
+        db = PackageDb("dpkg")
+        # dpkg-query takes arguments with * ? [ ] \ as fnmatch patterns; escape them so each path matches itself.
+        cmd = [dpkg, "--admindir", admindir, "-S"] + [_DPKG_GLOB.sub(r"\\\1", n) for n in names]
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                           env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")})
-        owners = {}
+                           env={"LC_ALL": "C", "PATH": os.environ.get("PATH", os.defpath)})
+        wanted = set(names)
         for line in p.stdout.splitlines():
-            pkgs, sep, path = line.partition(": ")
-            if sep and path in rels and not pkgs.startswith("diversion by"):
-                owners[path] = pkgs
-        return owners, "dpkg"
+            head, sep, path = line.partition(": ")
+            if not sep or path not in wanted:
+                continue
+            if head.endswith(" from"):
+                # "diversion by dash from: /bin/sh" or "local diversion from: /usr/bin/cp"
+                by = head[len("diversion by "):-len(" from")] if head.startswith("diversion by ") else "local"
+                db.diversions.setdefault(path, {"by": by, "to": None})
+            elif head.endswith(" to"):
+                continue  # the 'to' line names the other path; read from the diversions file below
+            else:
+                db.owners[path] = ", ".join(pkg.split(":")[0] for pkg in head.split(", "))
+        _diversion_targets(admindir, db)
+        return db
     rpm = shutil.which("rpm")
     if rpm and os.path.isdir(os.path.join(root, "var/lib/rpm")):
-        owners = {}
-        for rel in rels:
-            p = subprocess.run([rpm, "--root", root, "-qf", rel], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               universal_newlines=True)
-            if p.returncode == 0:
-                owners[rel] = p.stdout.strip()
-        return owners, "rpm"
-    return {}, None
+        db = PackageDb("rpm")
+        for n in names:
+            p = subprocess.run([rpm, "--root", root, "-qf", "--queryformat", "%{NAME}\\n", n], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True, env={"LC_ALL": "C"})
+            if p.returncode == 0 and p.stdout.strip():
+                db.owners[n] = ", ".join(sorted(set(p.stdout.split())))
+        return db
+    return PackageDb()
 
 
-def ownership_gate(row, policy, rel, st, owners, backend, alt_link):
-    row.data["provenance"] = {"uid": st.st_uid if st else None, "gid": st.st_gid if st else None,
-                              "pkg": owners.get(rel), "backend": backend}
-    if alt_link:
-        row.note("%s is managed by update-alternatives (%s)" % (rel, alt_link))
-    if policy.ownership_strict and st is not None and not owners.get(rel):
-        why = "no package owns %s" % rel if backend else "no package database (dpkg/rpm) to check %s against" % rel
+def _diversion_targets(admindir, db):
+    """Fill in where each diverted path's packaged file goes (<admindir>/diversions: from, to, package lines)."""
+    if not db.diversions:
+        return
+    try:
+        with open(os.path.join(admindir, "diversions")) as f:
+            lines = f.read().splitlines()
+    except (IOError, OSError):
+        return
+    for i in range(0, len(lines) - 2, 3):
+        if lines[i] in db.diversions:
+            db.diversions[lines[i]]["to"] = lines[i + 1]
+
+
+def alternatives_choices(root_fd):
+    """{in-root path: alternative name} for every /etc/alternatives/<name> link (the current choice)."""
+    out = {}
+    try:
+        dfd, _drel = open_dir_beneath(root_fd, ["etc", "alternatives"], "alternatives", "/etc/alternatives")
+    except (PolicyError, OSError):
+        return out
+    try:
+        for name in os.listdir(dfd):
+            try:
+                out.setdefault(os.readlink(name, dir_fd=dfd), name)
+            except OSError:
+                continue
+    finally:
+        os.close(dfd)
+    return out
+
+
+def ownership_gate(row, policy, names, st, db, link_text=None, alternatives=None):
+    """Provenance {uid, gid, pkg}; dpkg diversions and alternatives are noted; ownership_strict STOPs unowned targets.
+
+    An alternatives-managed link counts as owned: update-alternatives made it and knows it."""
+    pkg, div = db.lookup(names)
+    path = row.data["path"]
+    prov = {"uid": st.st_uid if st else None, "gid": st.st_gid if st else None, "pkg": pkg, "backend": db.backend}
+    alt = None
+    if link_text is not None and link_text.startswith("/etc/alternatives/"):
+        alt = link_text[len("/etc/alternatives/"):]
+        row.note("%s is an update-alternatives link (%s); update-alternatives may point it back later"
+                 % (path, link_text))
+    else:
+        for n in names:
+            if (alternatives or {}).get(n):
+                alt = alternatives[n]
+                row.note("%s is the current choice of alternative %s (/etc/alternatives/%s)" % (path, alt, alt))
+                break
+    if alt:
+        prov["alternative"] = alt
+    if div:
+        prov["diverted_by"] = div["by"]
+        prov["diverted_to"] = div.get("to")
+        row.note("%s is diverted by %s (dpkg-divert): package upgrades write %s to %s, not here"
+                 % (path, "a local diversion" if div["by"] == "local" else div["by"], path, div.get("to") or "elsewhere"))
+    row.data["provenance"] = prov
+    if policy.ownership_strict and st is not None and not pkg and not alt:
+        why = ("no package owns %s (asked %s)" % (path, db.backend) if db.backend
+               else "no package database (dpkg or rpm) inside root to check %s against" % path)
         row.stop(why + " (set policy.ownership_strict: false to proceed)", "ownership_strict", "E_OWNERSHIP")
 
 
-def rescue_gate(root, root_fd, policy, replaced):
-    """Whether a rescue toolset survives the plan: busybox, or enough core tools not being replaced."""
-    found = {}
+# -- rescue toolset ----------------------------------------------------------------------------
+
+def path_dirs(path_env=None):
+    """Absolute, de-duplicated PATH entries of the module environment (relative ones never count)."""
+    raw = os.environ.get("PATH", os.defpath) if path_env is None else path_env
+    out = []
+    for d in raw.split(os.pathsep):
+        d = "/" + "/".join(_split(d)) if d.startswith("/") else None
+        if d and d not in out:
+            out.append(d)
+    return out
+
+
+def _find_tool(root_fd, dir_rel, tool, replaced):
+    """('ok', in-root path of the entry, in-root path of the final file) / ('replaced', hop, target) / None.
+
+    Every hop of a symlink chain is compared with the plan's targets: a tool reached through a
+    target is gone (or is the new provider) after the swap, so it cannot be the rescue."""
+    parts = _split(dir_rel) + [tool]
+    entry = None
+    try:
+        for _hop in range(_MAX_HOPS):
+            dfd, drel = open_dir_beneath(root_fd, parts[:-1], "PATH", dir_rel)
+            try:
+                name = parts[-1]
+                if name in (".", ".."):
+                    return None
+                here = _join(drel, name)
+                entry = entry or _join(dir_rel, tool)
+                if here in replaced:
+                    return ("replaced", here, replaced[here])
+                st = fs.lstat_at(dfd, name)
+                if st is None:
+                    return None
+                if stat.S_ISLNK(st.st_mode):
+                    text = os.readlink(name, dir_fd=dfd)
+                    parts = _split(text) if text.startswith("/") else _split(drel) + _split(text)
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+                    return ("ok", entry, here)
+                return None
+            finally:
+                os.close(dfd)
+    except (PolicyError, OSError):
+        return None
+    return None
+
+
+def rescue_gate(root, root_fd, policy, replaced, path_env=None):
+    """Whether a rescue toolset survives the plan: busybox, or rescue_min_count core tools on PATH (mapped inside
+    root), none of them reached through a target of this plan; with rescue_exec_check each must also run.
+
+    `replaced` maps in-root paths (as written and after in-root symlinks) to the target they belong to."""
+    dirs = path_dirs(path_env)
+    found, lost, not_running = {}, {}, []
     for tool in ("busybox",) + RESCUE_TOOLS:
-        for d in RESCUE_PATH:
-            rel = d + "/" + tool
-            if rel in replaced:
+        for d in dirs:
+            hit = _find_tool(root_fd, d, tool, replaced)
+            if hit is None:
                 continue
-            host = os.path.join(root, rel.lstrip("/"))
-            if os.path.isfile(host) and os.access(host, os.X_OK) and os.path.realpath(host) not in replaced:
-                found[tool] = rel
-                break
-    if policy.rescue_exec_check:
-        for tool, rel in list(found.items()):
-            if not _executes(root, rel, tool):
-                del found[tool]
+            if hit[0] == "replaced":
+                lost.setdefault(tool, hit[2])
+                continue
+            if policy.rescue_exec_check and not _executes(root, hit[1], tool):
+                not_running.append(hit[1])
+                continue
+            found[tool] = hit[1]
+            break
     tools = sorted(t for t in found if t != "busybox")
     ok = "busybox" in found or len(tools) >= policy.rescue_min_count
-    return {"ok": ok, "busybox": found.get("busybox"), "tools": tools, "min_count": policy.rescue_min_count,
-            "exec_checked": policy.rescue_exec_check}
+    return {"ok": ok, "busybox": found.get("busybox"), "tools": tools,
+            "missing": sorted(t for t in RESCUE_TOOLS if t not in found),
+            "replaced": dict((t, lost[t]) for t in sorted(lost) if t not in found),
+            "not_executable": sorted(set(not_running)), "min_count": policy.rescue_min_count,
+            "exec_checked": bool(policy.rescue_exec_check), "path": dirs}
+
+
+def rescue_verdict(row, rescue, targets_of_row):
+    """A failed rescue STOPs the rows whose targets took tools away, or every row when none did."""
+    if rescue is None:
+        return
+    row.data["rescue"] = rescue
+    if rescue["ok"]:
+        return
+    culprits = set(rescue["replaced"].values())
+    taken = sorted(t for t, target in rescue["replaced"].items() if target in targets_of_row)
+    if culprits and not taken:
+        return
+    have = "busybox not found and only %d of the required %d core tools (%s) on PATH %s%s" % (
+        len(rescue["tools"]), rescue["min_count"], ", ".join(rescue["tools"]) or "none", ":".join(rescue["path"]),
+        "; not executing: %s" % ", ".join(rescue["not_executable"]) if rescue["not_executable"] else "")
+    if taken:
+        msg = "replacing %s takes rescue tool %s away and leaves no rescue toolset: %s" % (
+            row.data["path"], ", ".join(taken), have)
+    else:
+        msg = "no rescue toolset for the swap of %s: %s" % (row.data["path"], have)
+    row.stop(msg + " (install busybox, lower policy.rescue_min_count, or set policy.require_rescue: false)",
+             "require_rescue")
 
 
 def _executes(root, rel, tool):
-    argv = [rel, "--help"] if tool != "busybox" else [rel]
+    """Run the tool (inside root via chroot when root is not /); exit 0 or 1 (usage) counts as running."""
+    argv = [rel, "--help"] if tool != "busybox" else [rel, "true"]
+    env = {"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    kwargs = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+              "timeout": 5, "env": env}
+    if root != "/":
+        kwargs["preexec_fn"] = lambda: (os.chroot(root), os.chdir("/"))
     try:
-        if root == "/":
-            p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5)
-        else:
-            p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=5,
-                               preexec_fn=lambda: (os.chroot(root), os.chdir("/")))
-        return p.returncode in (0, 1)
-    except (OSError, subprocess.TimeoutExpired):
+        return subprocess.run(argv, **kwargs).returncode in (0, 1)
+    except (OSError, subprocess.SubprocessError):
         return False
 
 
+# -- restore readiness -------------------------------------------------------------------------
+
 def restore_ready_gate(row, policy, backups, which):
+    """A complete backup (sidecar present) whose payload hash verifies, or a STOP."""
     idx = 0 if which == "latest" else 1
+    path = row.data["path"]
     if len(backups) <= idx:
         row.data["restore_ready"] = False
-        row.stop("no complete %s backup of %s" % (which, row.data["path"]), "best_effort_restore", "E_BACKUP_MISSING")
+        row.stop("no complete %s backup of %s (found %d complete backup%s); nothing to restore from. A backup without "
+                 "its sidecar never counts; only policy.override_preflight: true skips this gate"
+                 % (which, path, len(backups), "" if len(backups) == 1 else "s"),
+                 "override_preflight", "E_BACKUP_MISSING")
         return None
     b = backups[idx]
     try:
         verify_backup(b, policy)
     except SwitchyardError as e:
         row.data["restore_ready"] = False
-        row.stop(e.msg, "require_sidecar_integrity", e.error_id)
+        if b.meta.get("payload_hash") is None:
+            row.stop("%s: %s" % (path, e.msg), "best_effort_restore", e.error_id)
+        else:
+            row.stop("%s: %s (only policy.override_preflight: true skips this gate; the restore itself still refuses)"
+                     % (path, e.msg), "override_preflight", e.error_id)
         return None
     row.data["restore_ready"] = True
     return b
 
 
-def preservation_gate(row, ctx, backup_dir_fd):
-    probe = ctx.preservation_probe(backup_dir_fd)
+def restore_target_gate(row, current_kind):
+    """Restore never destroys what is there now: a differing regular file or a directory STOPs."""
+    if current_kind in ("file", "directory"):
+        row.stop("%s is now a %s that differs from its backup; restore refuses to replace it. Move it away first "
+                 "(only policy.override_preflight: true skips this gate; the restore itself still refuses)"
+                 % (row.data["path"], "regular file" if current_kind == "file" else "directory"),
+                 "override_preflight", "E_RESTORE_FAILED")
+
+
+# -- preservation ------------------------------------------------------------------------------
+
+def preservation_gate(row, ctx, dirs):
+    """Probe each directory a backup or restore writes in: [(what, dir fd)], e.g. the backup directory and the
+    target's directory (the restored temp file is created there and renamed over the target)."""
     tier = ctx.policy.preservation_tier
     fields = pres.FIELDS_BY_TIER[tier]
-    supported = {}
-    for f in fields:
-        entry = probe.get(f)
-        if entry is None and f == "xattrs":
-            entry = {"supported": any(v.get("supported") for k, v in probe.items() if "." in k or k.startswith("xattr")),
-                     "reason": "per-namespace"}
-        supported[f] = bool(entry and entry.get("supported"))
-    row.data["preservation"] = {"tier": tier, "fields": list(fields)}
+    supported = dict((f, True) for f in fields)
+    reasons = {}
+    seen = set()
+    probed = []
+    for what, fd in dirs:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        probed.append(what)
+        probe = ctx.preservation_probe(fd)
+        for f in fields:
+            entry = probe.get(f)
+            if entry is None and f == "xattrs":
+                keys = [k for k in probe if k.startswith("xattrs.")]
+                entry = {"supported": bool(keys) and all(probe[k].get("supported") for k in keys),
+                         "reason": "per-namespace"}
+            if not (entry and entry.get("supported")):
+                supported[f] = False
+                reasons.setdefault(f, "%s: %s" % (what, (entry or {}).get("reason", "not probed")))
+    row.data["preservation"] = {"tier": tier, "fields": list(fields), "probed": probed}
     row.data["preservation_supported"] = supported
     missing = sorted(f for f, ok in supported.items() if not ok)
     if missing:
-        msg = "preservation tier %s cannot keep %s here" % (tier, ", ".join(missing))
+        msg = "preservation tier %s cannot keep %s for %s (%s)" % (
+            tier, ", ".join(missing), row.data["path"], "; ".join("%s in %s" % (f, reasons[f]) for f in missing))
         if ctx.policy.require_preservation:
-            row.stop(msg + " (lower policy.preservation_tier or unset policy.require_preservation)", "require_preservation")
+            row.stop(msg + " (lower policy.preservation_tier or set policy.require_preservation: false)",
+                     "require_preservation")
         else:
-            row.note(msg + "; restore will report them unsupported")
+            row.note(msg + "; restore will report them skipped-unsupported")
+
+
+
+# -- backup directory --------------------------------------------------------------------------
+
+def _backup_dir_probe(store, root_fd, backup_dir_rel, target):
+    """(fd on the target's backup directory or, when it does not exist yet, its deepest existing ancestor, exists?)."""
+    bdir = store.dir_for(target, create=False)
+    if bdir is not None:
+        return bdir, True
+    parts = _split(backup_dir_rel) + _split(target.parent_rel)
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            return open_dir_beneath(root_fd, parts[:i], "policy.backup_dir", backup_dir_rel)[0], False
+        except (PolicyError, OSError):
+            continue
+    return os.dup(root_fd), False
+
+
+def backup_gates(row, ctx, store, backup_dir_rel, target, kind):
+    """The backup directory must be on the target's mount (hard-link backup) unless allow_degraded_fs, and every
+    directory a backup or a restore writes in (backup directory, target directory) is probed for preservation."""
+    if backup_dir_rel is None:
+        row.data["backup_same_fs"] = True
+        if kind == "file":
+            preservation_gate(row, ctx, [("the target directory", target.parent_fd)])
+        return
+    bfd, exists = _backup_dir_probe(store, ctx.root_fd, backup_dir_rel, target)
+    try:
+        same = _mounts.same_mount(bfd, target.parent_fd)
+        row.data["backup_same_fs"] = bool(same)
+        if not same and not ctx.policy.allow_degraded_fs and kind == "file":
+            row.stop("backup directory %s%s is on another mount than %s, so the backup cannot be a hard link "
+                     "(set policy.allow_degraded_fs: true to back up by copy)"
+                     % (backup_dir_rel, "" if exists else " (to be created)", row.data["path"]),
+                     "allow_degraded_fs", "E_EXDEV")
+        if kind == "file":
+            preservation_gate(row, ctx, [("the backup directory", bfd), ("the target directory", target.parent_fd)])
+    finally:
+        os.close(bfd)

@@ -193,11 +193,17 @@ def base_info(workdir, suite):
         return None
 
 
-def _mmdebstrap(suite, target, mirror, packages, logpath):
+def _mmdebstrap(suite, target, mirror, packages, optional, logpath):
     cmd = ["mmdebstrap", "--variant=apt", "--mode=root", "--format=directory",
            "--include=" + ",".join(packages),
            '--aptopt=Acquire::Check-Valid-Until "false"']
     cmd += ["--dpkgopt=" + o for o in DPKG_EXCLUDES]
+    if optional:
+        # Packages a suite may lack are installed one by one before apt's lists are
+        # cleaned; what the archive does not have is written to .fleet-missing.
+        cmd.append("--customize-hook=for p in %s; do chroot \"$1\" apt-get install -y "
+                   "--no-install-recommends \"$p\" || echo \"$p\" >> \"$1/.fleet-missing\"; done"
+                   % " ".join(shlex.quote(p) for p in optional))
     cmd += [suite, target, mirror]
     with open(logpath, "w") as logf:
         logf.write("$ %s\n" % " ".join(shlex.quote(c) for c in cmd))
@@ -211,8 +217,10 @@ def build_base(workdir, suite=DEFAULT_SUITE, packages=PACKAGES, mirror=None):
     """Build ``WORKDIR/bases/<suite>/rootfs`` with mmdebstrap --variant=apt; return its path.
 
     An existing complete base in the same work directory is returned as is (one build per
-    test session); nothing is shared across work directories. Raises BaseBuildError with
-    the reason when the mirror does not serve the suite.
+    test session); nothing is shared across work directories. Packages listed in
+    OPTIONAL_PACKAGES that the suite lacks are left out and recorded in <suite>.json
+    ("missing"). Raises BaseBuildError with the reason when the mirror does not serve the
+    suite.
     """
     if not shutil.which("mmdebstrap"):
         raise BaseBuildError("mmdebstrap is not installed (apt-get install -y mmdebstrap)")
@@ -225,26 +233,23 @@ def build_base(workdir, suite=DEFAULT_SUITE, packages=PACKAGES, mirror=None):
     os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = final + ".tmp-%d" % os.getpid()
     logpath = os.path.join(workdir, "bases", suite + ".log")
-    packages = list(packages)
-    missing = []
+    required = [p for p in packages if p not in OPTIONAL_PACKAGES]
+    optional = [p for p in packages if p in OPTIONAL_PACKAGES]
     t0 = time.monotonic()
-    while True:
-        _rmtree(tmp)
-        rc, out = _mmdebstrap(suite, tmp, mirror, packages, logpath)
-        if rc == 0:
-            break
+    _rmtree(tmp)
+    rc, out = _mmdebstrap(suite, tmp, mirror, required, optional, logpath)
+    if rc != 0:
         _rmtree(tmp)  # mmdebstrap leaves a partial tree behind on failure
-        absent = re.findall(r"E: Unable to locate package (\S+)", out)
-        optional = [p for p in absent if p in OPTIONAL_PACKAGES and p in packages]
-        if optional and len(optional) == len(absent):
-            for p in optional:
-                packages.remove(p)
-                missing.append(p)
-            log("%s: %s not in the archive; building without" % (suite, ", ".join(optional)))
-            continue
         errs = [l for l in out.splitlines() if l.startswith(("E:", "W: Failed", "Err:"))]
         raise BaseBuildError("mmdebstrap %s from the apt mirror failed (rc=%d): %s" % (
             suite, rc, " | ".join(errs[-4:]) or out[-500:]))
+    missing = []
+    marker = os.path.join(tmp, ".fleet-missing")
+    if os.path.exists(marker):
+        with open(marker) as f:
+            missing = f.read().split()
+        os.unlink(marker)
+    packages = [p for p in packages if p not in missing]
     seconds = time.monotonic() - t0
     # Per-host host keys are made at host start (ssh-keygen -A); none shared via the base.
     for key in glob.glob(os.path.join(tmp, "etc/ssh/ssh_host_*")):

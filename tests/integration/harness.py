@@ -52,9 +52,8 @@ def ansible_env(extra=None):
     env = dict(os.environ)
     env.update({
         "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS_ROOT,
-        "ANSIBLE_STDOUT_CALLBACK": "json",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+        "ANSIBLE_STDOUT_CALLBACK": "json_results",
+        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(REPO, "tests", "integration", "callback_plugins"),
         "ANSIBLE_HOST_KEY_CHECKING": "False",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
@@ -89,8 +88,19 @@ class PlaybookRun(object):
         assert len(res) == 1, "expected one result for task %r, got %d\n%s\n%s" % (name, len(res), self.stdout[-4000:], self.stderr[-4000:])
         return res[0]
 
+    def failures(self):
+        out = []
+        for play in self.data.get("plays", []):
+            for task in play.get("tasks", []):
+                for host, res in task["hosts"].items():
+                    if res.get("failed"):
+                        out.append("%s [%s]: %s %s" % (task["task"]["name"], host, res.get("error_id", ""),
+                                                       res.get("msg") or res.get("stderr") or res.get("exception")))
+        return out
+
     def __repr__(self):
-        return "PlaybookRun(rc=%d)\nSTDOUT:\n%s\nSTDERR:\n%s" % (self.rc, self.stdout[-6000:], self.stderr[-3000:])
+        return "PlaybookRun(rc=%d)\nFAILED TASKS:\n%s\nSTDERR:\n%s" % (
+            self.rc, "\n".join(self.failures()) or self.stdout[-3000:], self.stderr[-3000:])
 
 
 def run_playbook(tmp_path, playbook_yaml, extra_args=(), python=None, env=None, inventory=None, timeout=600):
