@@ -1,0 +1,119 @@
+"""The engine in-process: topologies (file, symlink, absent), backup selection, audit log, refusals."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+from sandbox import make_sandbox  # noqa: E402
+
+from ansible_collections.switchyard.fs.plugins.module_utils.engine import (  # noqa: E402
+    Settings, apply, restore, preflight, PolicyError, BackupMissingError, RestoreFailedError)
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+
+
+def ok(result):
+    report, err, _warnings = result
+    assert err is None, err and err.msg
+    assert validation_errors(report) == []
+    return report
+
+
+def test_absent_target_becomes_link_and_restore_removes_it(tmp_path):
+    sb = make_sandbox(tmp_path, synthetic=1)
+    link = {"source": sb.p("/opt/prov/bin/f000"), "target": sb.p("/usr/bin/newtool")}
+    rep = ok(apply(Settings(root=sb.root), [link]))
+    assert rep["actions"][0]["before"] == {"kind": "absent"}
+    assert os.readlink(link["target"]) == "/opt/prov/bin/f000"
+    rep = ok(restore(Settings(root=sb.root), targets=[link["target"]]))
+    assert rep["results"][0]["result"] == "changed" and not os.path.lexists(link["target"])
+    assert ok(restore(Settings(root=sb.root), targets=[link["target"]]))["results"][0]["result"] == "unchanged"
+
+
+def test_symlink_target_is_restored_as_the_same_symlink(tmp_path):
+    sb = make_sandbox(tmp_path, synthetic=1)
+    os.symlink("f000", sb.p("/usr/bin/alias"))
+    link = {"source": sb.p("/opt/prov/bin/f000"), "target": sb.p("/usr/bin/alias")}
+    ok(apply(Settings(root=sb.root), [link]))
+    assert os.readlink(sb.p("/usr/bin/alias")) == "/opt/prov/bin/f000"
+    ok(restore(Settings(root=sb.root), targets=[link["target"]]))
+    assert os.readlink(sb.p("/usr/bin/alias")) == "f000"
+
+
+def test_latest_and_previous_select_by_age(tmp_path):
+    sb = make_sandbox(tmp_path, synthetic=1)
+    target = sb.p("/usr/bin/f000")
+    link = {"source": sb.p("/opt/prov/bin/f000"), "target": target}
+    first = open(target, "rb").read()
+    ok(apply(Settings(root=sb.root), [link]))
+    ok(restore(Settings(root=sb.root), targets=[target]))
+    os.unlink(target)
+    with open(target, "wb") as f:
+        f.write(b"second version\n")
+    os.chmod(target, 0o755)
+    ok(apply(Settings(root=sb.root), [link]))
+    ok(restore(Settings(root=sb.root), targets=[target], which="latest"))
+    assert open(target, "rb").read() == b"second version\n"
+    ok(apply(Settings(root=sb.root), [link]))
+    ok(restore(Settings(root=sb.root), targets=[target], which="previous"))
+    assert open(target, "rb").read() == b"second version\n"  # newest-but-one is the second apply's backup
+
+
+def test_restore_without_backup_fails_before_touching(tmp_path):
+    sb = make_sandbox(tmp_path)
+    with pytest.raises(BackupMissingError) as e:
+        restore(Settings(root=sb.root), targets=[sb.p("/usr/bin/ls")])
+    assert "/usr/bin/ls" in e.value.msg and e.value.exit_code == 60
+
+
+def test_restore_refuses_to_destroy_a_changed_regular_file(tmp_path):
+    sb = make_sandbox(tmp_path)
+    target = sb.p("/usr/bin/ls")
+    ok(apply(Settings(root=sb.root), [sb.link("ls")]))
+    os.unlink(target)
+    with open(target, "wb") as f:
+        f.write(b"local edit\n")
+    _rep, err, _w = restore(Settings(root=sb.root), targets=[target])
+    assert isinstance(err, RestoreFailedError) and "would destroy" in err.msg
+    assert open(target, "rb").read() == b"local edit\n"
+
+
+def test_backup_dir_on_same_filesystem_keeps_backups_there(tmp_path):
+    sb = make_sandbox(tmp_path)
+    rep = ok(apply(Settings(root=sb.root, policy={"backup_dir": "/var/backups/sy"}), [sb.link("ls")]))
+    assert rep["actions"][0]["backup"]["backup_method"] == "hardlink"
+    d = sb.p("/var/backups/sy/usr/bin")
+    assert sorted(os.listdir(d))[0].startswith(".ls.switchyard.")
+    assert sb.backups("ls") == []
+    ok(restore(Settings(root=sb.root, policy={"backup_dir": "/var/backups/sy"}), targets=[sb.p("/usr/bin/ls")]))
+    assert not os.path.islink(sb.p("/usr/bin/ls"))
+
+
+def test_audit_log_gets_one_json_object_per_event(tmp_path):
+    sb = make_sandbox(tmp_path)
+    log = str(tmp_path / "audit" / "events.jsonl")
+    rep = ok(apply(Settings(root=sb.root, audit_log=log), [sb.link("ls")]))
+    lines = open(log).read().splitlines()
+    assert [json.loads(x)["event_id"] for x in lines] == [e["event_id"] for e in rep["events"]]
+
+
+def test_backup_tag_isolates_sets_and_is_validated(tmp_path):
+    sb = make_sandbox(tmp_path)
+    ok(apply(Settings(root=sb.root, backup_tag="teamA"), [sb.link("ls")]))
+    assert sb.backups("ls", tag="teamA") and not sb.backups("ls")
+    with pytest.raises(BackupMissingError):
+        restore(Settings(root=sb.root, backup_tag="teamB"), targets=[sb.p("/usr/bin/ls")])
+    with pytest.raises(PolicyError, match="backup_tag"):
+        Settings(root=sb.root, backup_tag="../x")
+
+
+def test_preflight_changes_nothing_even_outside_check_mode(tmp_path):
+    sb = make_sandbox(tmp_path)
+    before = sorted(os.listdir(sb.p("/usr/bin")))
+    rep = ok(preflight(Settings(root=sb.root), links=[sb.link("ls")], restores=[sb.p("/usr/bin/cat")],
+                       fail_on_stop=False))
+    assert sorted(os.listdir(sb.p("/usr/bin"))) == before
+    assert not os.path.exists(sb.p("/run/lock/switchyard.lock"))
+    rows = dict((r["op"], r) for r in rep["rows"])
+    assert rows["link"]["policy_ok"] is True and rows["restore"]["restore_ready"] is False
