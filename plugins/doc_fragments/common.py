@@ -155,7 +155,7 @@ options:
           - required - smoke checks must run after apply (the resolve suite when none are given).
           - Default V(off) unless the O(preset) sets it.
         type: str
-        choices: [required, off]
+        choices: [required, 'off']
       source_trust:
         description:
           - Sources that are not root-owned, are writable by others, or live under /home.

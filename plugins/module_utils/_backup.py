@@ -54,7 +54,8 @@ class Backup(object):
     def describe(self):
         return {"backup_name": self.payload or self.sidecar, "sidecar": self.sidecar, "created_ms": self.ms,
                 "prior_kind": self.prior_kind, "payload_hash": self.meta.get("payload_hash"),
-                "backup_method": self.meta.get("backup_method")}
+                "backup_method": self.meta.get("backup_method"),
+                "backup_preservation": self.meta.get("backup_preservation")}
 
 
 class BackupStore(object):
@@ -128,6 +129,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     symlink: a new symlink with the same text.  absent: sidecar only.
     The sidecar is written last (temp, fsync, rename, fsync dir): without it the backup is
     incomplete and never selected for restore."""
+    fs.remove_dead_temps(target.parent_fd, target.name)  # e.g. from a restore that was killed
     kind = fs.kind_of(st)
     pname = payload_name(target.name, tag, ms)
     meta = {"schema": SIDECAR_SCHEMA, "tag": tag, "target": target.rel, "created_ms": ms,
@@ -179,7 +181,9 @@ def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id):
     try:
         try:
             fs.copy_fd(src_fd, out)
-            pres.apply_metadata(out, meta, policy.preservation_tier)
+            # The sidecar records what the backup directory's filesystem kept of the tier, so a
+            # degraded copy is visible instead of silent (restore still applies the captured values).
+            meta["backup_preservation"] = _apply_meta(out, meta, policy.preservation_tier)
             durability.fsync(out, "backup payload %s" % pname)
         finally:
             os.close(out)
@@ -233,6 +237,7 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
     Returns preservation_applied."""
     applied = {}
     kind = backup.prior_kind
+    fs.remove_dead_temps(target.parent_fd, target.name)  # e.g. from an earlier restore that was killed
     st = target.lstat()
     cur = fs.kind_of(st)
     if cur == "directory":

@@ -340,10 +340,12 @@ def _link_rows(run, acts):
                   "noop": la.noop, "link_text": la.link["source"]})
         pf.path_policy_gate(row, policy, la.link["target"], la.target.real_rel)
         # An already-swapped target is not written again, so only a changing one needs a writable mount.
-        d["mount"] = pf.mount_gate(row, "the target directory", la.target.parent_fd, not la.noop, True)
+        d["mount"] = pf.mount_gate(row, "the target directory of %s" % la.link["target"], la.target.parent_fd,
+                                   not la.noop, True)
         src_real, sst, smount = la.src_info
         # The source is only linked to and executed, never written: exec is required, rw is not (docs/preflight.md).
-        d["source_mount"] = pf.mount_verdict(row, "source %s" % la.link["source"], smount, False, True)
+        d["source_mount"] = pf.mount_verdict(row, "source %s of %s" % (la.link["source"], la.link["target"]), smount,
+                                             False, True)
         pf.source_trust_gate(row, policy, la.link["source"], src_real, sst, run.s.root, run.root_fd)
         pf.extra_mount_gate(row, extra)
         if not la.noop:
@@ -389,9 +391,10 @@ def _finish_rows(run, rows, stage="preflight"):
     return [r.data for r in rows], stops
 
 
-def _stop_error(stops):
-    """The error a STOP maps to: E_EXDEV, E_BACKUP_MISSING and E_RESTORE_FAILED keep their own id; everything else
-    is E_POLICY with the specific causes (E_OWNERSHIP, ...) first in summary_error_ids."""
+def _stop_error(stops, keep_specific=True):
+    """The error a STOP maps to.  In apply, E_EXDEV, E_BACKUP_MISSING and E_RESTORE_FAILED keep their own id;
+    everything else (and everything in safe_preflight, keep_specific=False) is E_POLICY with the specific
+    causes (E_OWNERSHIP, E_EXDEV, ...) first in summary_error_ids."""
     ids = []
     for s in stops:
         if s["error_id"] not in ids:
@@ -399,7 +402,7 @@ def _stop_error(stops):
     specific = [i for i in ids if i != "E_POLICY"]
     msg = "preflight found %d STOP%s: %s" % (len(stops), "" if len(stops) == 1 else "s",
                                             "; ".join(s["msg"] for s in stops))
-    if specific and specific[0] in ("E_EXDEV", "E_BACKUP_MISSING", "E_RESTORE_FAILED"):
+    if keep_specific and specific and specific[0] in ("E_EXDEV", "E_BACKUP_MISSING", "E_RESTORE_FAILED"):
         return ERROR_CLASSES[specific[0]](msg, path=None, cause_ids=specific[1:])
     return PolicyError(msg, cause_ids=specific)
 
@@ -456,7 +459,7 @@ def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=
                 continue
             rows.append(_restore_row(run, a, which))
         rows, stops = _finish_rows(run, rows)
-        err = _stop_error(stops) if (stops and fail_on_stop) else None
+        err = _stop_error(stops, keep_specific=False) if (stops and fail_on_stop) else None
         summary = {"rows": len(rows), "stops": len(stops), "warnings": sum(len(r["warnings"]) for r in rows),
                    "policy_ok": not stops, "dry_run": True}
         report = run.rep.report(summary, root=settings.root, preset=run.policy.preset, policy=run.policy.as_dict(),
@@ -487,7 +490,8 @@ def _restore_row(run, action, which):
                 row.data["noop"] = bk.target_matches_backup(target, b, run.policy.preservation_tier)
                 if not row.data["noop"]:
                     # Restore writes a temp file in the target directory and renames it over the target.
-                    row.data["mount"] = pf.mount_gate(row, "the target directory", target.parent_fd, True, False)
+                    row.data["mount"] = pf.mount_gate(row, "the target directory of %s" % action.target, target.parent_fd,
+                                                      True, False)
                     pf.restore_target_gate(row, row.data["current_kind"])
                     pf.immutable_gate(row, run.policy, target.parent_fd, target.name)
                     if b.prior_kind == "file":
@@ -784,6 +788,18 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
             items = [(a.target, None, settings.backup_tag) for a in plan.actions]
         run.rep.event("plan", actions=len(items), preset=run.policy.preset)
         results, err = [], None
+        rows = []
+        if not plan_id:
+            # The same gates safe_preflight runs for restores, now under the lock: nothing is touched on a STOP.
+            rows, stops = _finish_rows(run, [_restore_row(run, a, which) for a in plan.actions])
+            if stops:
+                err = _stop_error(stops)
+                summary = {"targets": len(items), "changed": 0, "backup_durable": run.durability.durable,
+                           "decision": "failure", "error_id": err.error_id, "summary_error_ids": err.summary_error_ids}
+                rep = run.rep.report(summary, root=settings.root, preset=run.policy.preset, results=[], rows=rows,
+                                     recovery=run.recovery, **run.lock_facts)
+                rep["changed"] = any(r["paths"] for r in run.recovery)
+                return rep, err, run.rep.warnings
         # Verify everything first: a missing or tampered backup fails before any target is touched.
         for rel, ms, tag in items:
             target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
@@ -848,7 +864,7 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
         if err is not None:
             summary["error_id"] = err.error_id
             summary["summary_error_ids"] = err.summary_error_ids
-        rep = run.rep.report(summary, root=settings.root, preset=run.policy.preset, results=results,
+        rep = run.rep.report(summary, root=settings.root, preset=run.policy.preset, results=results, rows=rows,
                              recovery=run.recovery, **run.lock_facts)
         rep["changed"] = changed
         return rep, err, run.rep.warnings

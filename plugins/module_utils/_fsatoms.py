@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 import binascii
 import errno
+import fcntl
 import hashlib
 import os
 import stat
@@ -153,7 +154,39 @@ def copy_fd(src_fd, dst_fd):
 
 
 def create_exclusive_at(dirfd, name, mode=0o600):
-    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
+    """A new file, flocked while this fd is open: remove_dead_temps tells a live writer from a dead one."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # a sweeper got it first (and unlinked it): the later rename fails cleanly with ENOENT
+    return fd
+
+
+def remove_dead_temps(dirfd, name):
+    """Remove regular-file temps of `name` ('.<name>.swy-tmp.*') whose writer died (flock free).
+    Symlink temps cannot be locked and live for one syscall; journaled runs remove theirs on recovery."""
+    prefix = ".%s%s" % (name, TEMP_MARKER)
+    removed = 0
+    for entry in os.listdir(dirfd):
+        if not entry.startswith(prefix):
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dirfd)
+        except OSError:
+            continue  # a symlink (ELOOP), or already gone
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its writer is alive
+            unlink_at(dirfd, entry)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
 
 
 def rename_at(src_dirfd, src, dst_dirfd, dst):

@@ -82,8 +82,8 @@ def _diff(report):
         lines = []
         for path in sorted(states):
             s = states[path] or {"kind": "absent"}
-            lines.append("%s: %s" % (path, ", ".join("%s=%s" % (k, s[k]) for k in
-                                                  ("kind", "link_target", "sha256", "mode", "owner") if s.get(k))))
+            fields = ("kind", "link_target", "sha256", "mode", "owner")
+            lines.append("%s: %s" % (path, ", ".join("%s=%s" % (k, s[k]) for k in fields if s.get(k))))
         return "\n".join(lines) + "\n"
     return {"before": fmt(before), "after": fmt(after), "before_header": "switchyard (before)",
             "after_header": "switchyard (after)"}

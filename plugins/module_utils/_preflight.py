@@ -98,25 +98,24 @@ def mount_info(ms):
             "exec": ms.get("exec"), "method": ms.get("method")}
 
 
-def mount_verdict(row, what, ms, need_rw, need_exec, knob="override_preflight", fix=None):
-    """STOP when a needed rw/exec property is missing or unknown (unknown fails closed)."""
+def mount_verdict(row, subject, ms, need_rw, need_exec, knob="override_preflight", fix=None):
+    """STOP when a needed rw/exec property is missing or unknown (unknown fails closed).
+    `subject` names the thing and the row's path, e.g. "the target directory of /usr/bin/ls"."""
     fix = fix or "only policy.%s: true skips this gate" % knob
     where = "%s, %s" % (ms.get("mountpoint"), ms.get("fstype"))
     if not ms.get("known"):
-        row.stop("%s of %s: its mount cannot be determined (statvfs and /proc/self/mounts both failed); failing "
-                 "closed (%s)" % (what, row.data["path"], fix), knob)
+        row.stop("%s: its mount cannot be determined (statvfs and /proc/self/mounts both failed); failing closed (%s)"
+                 % (subject, fix), knob)
     else:
         if need_rw and not ms.get("rw"):
-            row.stop("%s of %s is on a read-only mount (%s); remount it read-write (%s)"
-                     % (what, row.data["path"], where, fix), knob)
+            row.stop("%s is on a read-only mount (%s); remount it read-write (%s)" % (subject, where, fix), knob)
         if need_exec and not ms.get("exec"):
-            row.stop("%s of %s is on a noexec mount (%s); remount it exec (%s)" % (what, row.data["path"], where, fix),
-                     knob)
+            row.stop("%s is on a noexec mount (%s); remount it exec (%s)" % (subject, where, fix), knob)
     return mount_info(ms)
 
 
-def mount_gate(row, what, fd_or_path, need_rw, need_exec, knob="override_preflight", fix=None):
-    return mount_verdict(row, what, _mounts.mount_status(fd_or_path), need_rw, need_exec, knob, fix)
+def mount_gate(row, subject, fd_or_path, need_rw, need_exec, knob="override_preflight", fix=None):
+    return mount_verdict(row, subject, _mounts.mount_status(fd_or_path), need_rw, need_exec, knob, fix)
 
 
 def probe_extra_mounts(root_fd, paths):
@@ -149,8 +148,9 @@ def extra_mount_gate(row, extra):
         if not e["present"]:
             row.note("extra_mount_checks path %s skipped: %s" % (e["path"], e["detail"]))
             continue
-        info = mount_verdict(row, "extra_mount_checks path %s, checked for" % e["path"], e["status"], True, True,
-                             "extra_mount_checks", "or remove it from policy.extra_mount_checks")
+        info = mount_verdict(row, "extra_mount_checks path %s (checked for %s)" % (e["path"], row.data["path"]),
+                             e["status"], True, True, "extra_mount_checks",
+                             "or remove it from policy.extra_mount_checks")
         info["path"] = e["path"]
         infos.append(info)
     row.data["extra_mounts"] = infos

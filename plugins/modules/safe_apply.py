@@ -56,7 +56,7 @@ attributes:
     platforms: posix
     description: Linux managed hosts (uses flock, ioctl FS_IOC_GETFLAGS and *at syscalls).
 author:
-  - switchyard.fs contributors
+  - switchyard.fs contributors (@switchyard)
 extends_documentation_fragment:
   - switchyard.fs.common
 '''
@@ -74,6 +74,7 @@ EXAMPLES = r'''
   switchyard.fs.safe_apply:
     root: /srv/sandbox
     preset: production
+    lock_path: /srv/sandbox/run/lock/switchyard.lock
     lock_timeout: 30
     policy:
       rescue_min_count: 2
@@ -109,7 +110,7 @@ error_id:
   returned: failure
   type: str
 exit_code:
-  description: Numeric code of O(error_id) (10 to 80), see docs/errors.md.
+  description: Numeric code of RV(error_id) (10 to 80), see docs/errors.md.
   returned: failure
   type: int
 summary_error_ids:

@@ -38,7 +38,7 @@ attributes:
     platforms: posix
     description: Linux managed hosts (uses flock, ioctl FS_IOC_GETFLAGS and *at syscalls).
 author:
-  - switchyard.fs contributors
+  - switchyard.fs contributors (@switchyard)
 extends_documentation_fragment:
   - switchyard.fs.common
 '''
@@ -49,6 +49,14 @@ EXAMPLES = r'''
     root: /srv/sandbox
     targets: [/srv/sandbox/usr/bin/ls]
     retention_count: 2
+
+- name: Prune under the production preset, keeping three backups and none older than 30 days
+  switchyard.fs.safe_prune:
+    root: /srv/sandbox
+    preset: production
+    targets: [/srv/sandbox/usr/bin/ls]
+    retention_count: 3
+    retention_age: 2592000
 '''
 
 RETURN = r'''
@@ -69,7 +77,7 @@ error_id:
   returned: failure
   type: str
 exit_code:
-  description: Numeric code of O(error_id) (10 to 80), see docs/errors.md.
+  description: Numeric code of RV(error_id) (10 to 80), see docs/errors.md.
   returned: failure
   type: int
 summary_error_ids:

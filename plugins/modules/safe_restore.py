@@ -42,7 +42,7 @@ attributes:
     platforms: posix
     description: Linux managed hosts (uses flock, ioctl FS_IOC_GETFLAGS and *at syscalls).
 author:
-  - switchyard.fs contributors
+  - switchyard.fs contributors (@switchyard)
 extends_documentation_fragment:
   - switchyard.fs.common
 '''
@@ -78,7 +78,7 @@ error_id:
   returned: failure
   type: str
 exit_code:
-  description: Numeric code of O(error_id) (10 to 80), see docs/errors.md.
+  description: Numeric code of RV(error_id) (10 to 80), see docs/errors.md.
   returned: failure
   type: int
 summary_error_ids:

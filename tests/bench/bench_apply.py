@@ -27,8 +27,10 @@ import io
 import json
 import os
 import pstats
+import resource
 import runpy
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -222,20 +224,51 @@ class Ansible(object):
         })
         self.count = 0
 
-    def run(self, tasks_yaml):
+    def run(self, tasks_yaml, n_items=None, deadline=None):
+        """(wall s, CPU s of ansible-playbook and its children, note).  With n_items and a deadline
+        (perf_counter value), per-item result lines are timestamped as they stream; past the deadline
+        the playbook is killed and the total is extrapolated from the items done (note says so)."""
         self.count += 1
         pb = os.path.join(self.dir, "playbook-%d.yml" % self.count)
         with open(pb, "w") as f:
             f.write("- hosts: localhost\n  gather_facts: false\n  tasks:\n" + tasks_yaml)
         cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", self.inventory, pb]
+        err_path = pb + ".stderr"
+        stamps, tail, note = [], [], None
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              universal_newlines=True, cwd=self.dir)
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=err, cwd=self.dir,
+                                    universal_newlines=True, start_new_session=True)
+            killed = False
+            for line in proc.stdout:
+                if "(item=" in line:
+                    stamps.append(time.perf_counter() - t0)
+                    if (deadline is not None and n_items and len(stamps) >= 5 and len(stamps) < n_items
+                            and time.perf_counter() > deadline):
+                        os.killpg(proc.pid, signal.SIGKILL)  # our own child's process group, nothing else
+                        killed = True
+                        break
+                tail.append(line)
+                del tail[:-40]
+            proc.stdout.close()
+            proc.wait()
         elapsed = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        if killed:
+            k = len(stamps)
+            rate = (stamps[-1] - stamps[0]) / (k - 1)
+            elapsed = stamps[-1] + (n_items - k) * rate
+            cpu = cpu * n_items / k
+            note = "extrapolated: stopped after %d of %d items to stay in --budget, %.1f ms/item" % (k, n_items,
+                                                                                                     rate * 1000)
+            return elapsed, cpu, note
         if proc.returncode != 0:
-            raise SystemExit("ansible-playbook failed (rc=%d)\n%s\n%s" % (proc.returncode, proc.stdout[-4000:],
-                                                                          proc.stderr[-2000:]))
-        return elapsed
+            with open(err_path) as f:
+                raise SystemExit("ansible-playbook failed (rc=%d)\n%s\n%s" % (proc.returncode, "".join(tail),
+                                                                              f.read()[-2000:]))
+        return elapsed, cpu, note
 
 
 def _links_json(sb):
@@ -251,17 +284,22 @@ def ansible_safe_apply(ans, sb):
                    % (json.dumps(sb.root), _links_json(sb)))
 
 
-def ansible_file_loop(ans, sb):
+def ansible_file_loop(ans, sb, deadline=None):
     return ans.run("    - ansible.builtin.file:\n        src: \"{{ item.source }}\"\n        dest: \"{{ item.target }}\"\n"
-                   "        state: link\n        force: true\n      loop: %s\n" % _links_json(sb))
+                   "        state: link\n        force: true\n      loop: %s\n" % _links_json(sb),
+                   n_items=len(sb.links), deadline=deadline)
 
 
 # ---------------------------------------------------------------------------------------------
 
 def timed(fn, *args):
+    """(wall seconds, CPU seconds of this process) of an in-process variant."""
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     fn(*args)
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return elapsed, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime), None
 
 
 def _import_engine(collection, base):
@@ -278,9 +316,10 @@ def _import_engine(collection, base):
         sys.path.insert(0, root)
     from ansible_collections.switchyard.fs.plugins.module_utils import engine
     Settings, apply = engine.Settings, engine.apply
-    return root, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__))))
+    return root, os.path.realpath(os.path.join(os.path.dirname(engine.__file__), "..", ".."))
 
 
+PROFILE_RESERVE_S = 8.0  # one more sandbox and one engine run under cProfile
 VARIANTS = ("bare syscalls", "engine (in-process)", "safe_apply (1 task)", "file loop (N items)")
 
 
@@ -289,9 +328,9 @@ def main(argv=None):
     ap.add_argument("--links", type=int, default=200, help="links per plan (default 200)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported (default 3)")
     ap.add_argument("--size", type=int, default=64 * 1024, help="bytes per target file (default 65536)")
-    ap.add_argument("--budget", type=float, default=170.0,
+    ap.add_argument("--budget", type=float, default=160.0,
                     help="seconds: the file loop (the slow baseline) is repeated only while the projected total "
-                    "stays under this; every other variant always gets --repeats runs (default 170)")
+                    "stays under this; every other variant always gets --repeats runs (default 160)")
     ap.add_argument("--pipelining", action="store_true", help="set ANSIBLE_PIPELINING=True (default: ansible default, off)")
     ap.add_argument("--no-ansible", action="store_true", help="skip the ansible-playbook variants")
     ap.add_argument("--collection", metavar="DIR", help="benchmark the collection checked out in DIR instead of this one")
@@ -336,18 +375,28 @@ def main(argv=None):
             results["safe_apply (1 task)"].append(ansible_safe_apply(ans, sb))
             sb.verify(expect_backups=True)
             results["ansible empty"].append(ansible_empty(ans))
-            # The file loop costs ~N module runs; repeat it only while the whole benchmark stays in budget.
+            # The file loop costs ~N module runs.  Round 1 always runs it, streaming per-item times and
+            # stopping (extrapolated, and said so) when finishing it would break --budget; later rounds
+            # repeat it only when a whole run is projected to fit.
             cheap_round = time.perf_counter() - round_start
             remaining = args.repeats - rep - 1
-            floop_est = max(results["file loop (N items)"]) if results["file loop (N items)"] else 0.0
-            projected = (time.perf_counter() - t_start) + floop_est + remaining * cheap_round
-            if rep == 0 or projected < args.budget:
+            reserve = remaining * cheap_round + (PROFILE_RESERVE_S if args.profile else 0.0) + 3.0
+            done = [w for w, _c, _n in results["file loop (N items)"]]
+            if rep == 0:
+                sb = fresh()
+                results["file loop (N items)"].append(
+                    ansible_file_loop(ans, sb, deadline=t_start + args.budget - reserve))
+                if results["file loop (N items)"][-1][2] is None:
+                    sb.verify(expect_backups=False)
+            elif (time.perf_counter() - t_start) + max(done) + reserve < args.budget \
+                    and results["file loop (N items)"][-1][2] is None:
                 sb = fresh()
                 results["file loop (N items)"].append(ansible_file_loop(ans, sb))
                 sb.verify(expect_backups=False)
         load_after = os.getloadavg()
 
-        med = dict((k, statistics.median(v)) for k, v in results.items() if v)
+        med = dict((k, statistics.median(w for w, _c, _n in v)) for k, v in results.items() if v)
+        cpu = dict((k, statistics.median(c for _w, c, _n in v)) for k, v in results.items() if v)
         n = args.links
         print("switchyard.fs bench_apply: %d links, %d B per target, fresh sandbox root per run, median of the runs shown"
               % (n, args.size))
@@ -356,8 +405,8 @@ def main(argv=None):
               % (collection_dir, sys.version.split()[0], TARGET_PYTHON, "on" if args.pipelining else "off",
                  _fstype(base), os.cpu_count() or 0, load_before[0], load_after[0]))
         print()
-        hdr = "%-22s %9s %14s %10s %12s   %s" % ("variant", "total s", "per-action ms", "x bare", "x file-loop",
-                                              "runs (s)")
+        hdr = "%-22s %9s %14s %10s %12s %8s   %s" % ("variant", "total s", "per-action ms", "x bare", "x file-loop",
+                                                   "cpu s", "wall of each run (s)")
         print(hdr)
         print("-" * len(hdr))
         bare = med["bare syscalls"]
@@ -366,14 +415,21 @@ def main(argv=None):
             if name not in med:
                 continue
             t = med[name]
-            print("%-22s %9.3f %14.3f %10.2f %12s   %s" % (
-                name, t, t * 1000.0 / n, t / bare, ("%.3f" % (t / floop)) if floop else "-",
-                " ".join("%.3f" % x for x in results[name])))
+            extrapolated = any(note for _w, _c, note in results[name])
+            print("%-22s %9.3f %14.3f %10.2f %12s %8s   %s" % (
+                name + ("*" if extrapolated else ""), t, t * 1000.0 / n, t / bare, ("%.3f" % (t / floop)) if floop else "-",
+                ("%.3f" % cpu[name]) if name in cpu else "n/a",
+                " ".join("%.3f" % w for w, _c, _n in results[name])))
+        for _w, _c, note in results["file loop (N items)"]:
+            if note:
+                print("* file loop: %s" % note)
+        print("(cpu s: median user+sys CPU of this process for in-process variants, of ansible-playbook and all its "
+              "children otherwise;\n it moves little with machine load and does not include time blocked in fsync)")
         print()
         if "ansible empty" in med:
             empty = med["ansible empty"]
             print("ansible fixed overhead (playbook with 1 debug task): %.3f s  (runs: %s)"
-                  % (empty, " ".join("%.3f" % x for x in results["ansible empty"])))
+                  % (empty, " ".join("%.3f" % w for w, _c, _n in results["ansible empty"])))
             sa, fl = med["safe_apply (1 task)"], med["file loop (N items)"]
             print("minus that overhead: safe_apply %.3f ms/action, file loop %.3f ms/action; file loop / safe_apply = %.1fx"
                   % ((sa - empty) * 1000.0 / n, (fl - empty) * 1000.0 / n, (fl - empty) / max(sa - empty, 1e-9)))

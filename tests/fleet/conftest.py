@@ -92,10 +92,16 @@ def fleet_bases(fleet_workdir):
 
 
 @pytest.fixture(scope="session")
-def fleet(request, fleet_workdir, fleet_bases):
+def fleet_port(request):
+    """First loopback port of this session (per xdist worker); tests' own fleets add 100+."""
+    return request.config.getoption("--fleet-base-port") + _worker_offset()
+
+
+@pytest.fixture(scope="session")
+def fleet(request, fleet_workdir, fleet_bases, fleet_port):
     """N hosts (default 5; --fleet-hosts): host 0 on bullseye when it was built."""
     n = request.config.getoption("--fleet-hosts")
-    port = request.config.getoption("--fleet-base-port") + _worker_offset()
+    port = fleet_port
     hosts_dir = os.path.join(fleet_workdir, "session")
     os.makedirs(hosts_dir, exist_ok=True)
     f = fleetlib.start_fleet(hosts_dir, n, port, bases=fleet_bases.paths)

@@ -909,6 +909,26 @@ def parse_recap(stdout):
     return recap
 
 
+def parse_adhoc(stdout):
+    """{host: (STATUS, result dict)} from the default callback's ad-hoc output."""
+    out, lines, i = {}, stdout.splitlines(), 0
+    while i < len(lines):
+        m = re.match(r"^(\S+) \| ([A-Z]+)\b.*=> \{$", lines[i])
+        if not m:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j] != "}":
+            j += 1
+        try:
+            body = json.loads("{" + "\n".join(lines[i + 1:j + 1]))
+        except ValueError:
+            body = {}
+        out[m.group(1)] = (m.group(2), body)
+        i = j + 1
+    return out
+
+
 def ansible_bin(name):
     for cand in (os.path.join(os.path.dirname(sys.executable), name),
                  os.path.join(REPO, ".venv", "bin", name)):

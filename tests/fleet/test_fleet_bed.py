@@ -6,7 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import fleet as fleetlib
+
+# One worker builds the bases and runs the fleet (pytest-xdist --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("fleet")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLEET_PY = os.path.join(HERE, "fleet.py")
@@ -67,10 +72,12 @@ def test_inventory_names_every_host_on_loopback(fleet):
 
 
 def test_ansible_ping_over_ssh_reaches_every_host(fleet):
-    res = fleet.ansible("ping", extra_args=["-o"])
+    res = fleet.ansible("ping")
     assert res.returncode == 0, res.stdout + res.stderr
-    for h in fleet:
-        assert "%s | SUCCESS" % h.name in res.stdout, res.stdout
+    results = fleetlib.parse_adhoc(res.stdout)
+    assert set(results) == {h.name for h in fleet}
+    for status, body in results.values():
+        assert status == "SUCCESS" and body["ping"] == "pong", res.stdout
 
 
 def test_sshd_listens_on_loopback_only(fleet):
@@ -166,18 +173,20 @@ def test_playbook_helper_runs_against_the_fleet(fleet, tmp_path):
     assert set(res.recap) == {h.name for h in fleet}
     for s in res.recap.values():
         assert s["failed"] == 0 and s["unreachable"] == 0 and s["changed"] == 2, res.stdout
-    facts = fleet.ansible("setup", "filter=ansible_distribution_release", extra_args=["-o"])
+    facts = fleet.ansible("setup", "filter=ansible_distribution_release")
     assert facts.returncode == 0, facts.stdout + facts.stderr
+    results = fleetlib.parse_adhoc(facts.stdout)
     for h in fleet:
-        line = [l for l in facts.stdout.splitlines() if l.startswith(h.name + " ")][0]
-        assert '"ansible_distribution_release": "%s"' % h.suite in line
+        status, body = results[h.name]
+        assert status == "SUCCESS"
+        assert body["ansible_facts"]["ansible_distribution_release"] == h.suite
 
 
 # --------------------------------------------------------------------------- teardown
 
-def test_stop_leaves_no_process_and_no_mount(fleet_workdir, fleet_bases):
+def test_stop_leaves_no_process_and_no_mount(fleet_workdir, fleet_bases, fleet_port):
     workdir = os.path.join(fleet_workdir, "teardown")
-    f = fleetlib.start_fleet(workdir, 3, fleetlib.DEFAULT_BASE_PORT + 100, bases=fleet_bases.paths)
+    f = fleetlib.start_fleet(workdir, 3, fleet_port + 100, bases=fleet_bases.paths)
     pids = fleetlib.fleet_processes(workdir)
     assert len(pids) >= 3
     res = f.ansible("ping")
@@ -191,7 +200,7 @@ def test_stop_leaves_no_process_and_no_mount(fleet_workdir, fleet_bases):
     assert not os.path.exists(workdir)
 
 
-def test_hosts_die_with_a_killed_owner(fleet_workdir, fleet_bases):
+def test_hosts_die_with_a_killed_owner(fleet_workdir, fleet_bases, fleet_port):
     """SIGKILL of the process that started the fleet: no atexit runs, the kernel cleans up."""
     workdir = os.path.join(fleet_workdir, "orphan")
     code = (
@@ -199,7 +208,7 @@ def test_hosts_die_with_a_killed_owner(fleet_workdir, fleet_bases):
         "f = fleet.start_fleet(%r, 2, %d, bases=%r)\n"
         "print(json.dumps([p for p in fleet.fleet_processes(%r)]), flush=True)\n"
         "time.sleep(600)\n"
-    ) % (HERE, workdir, fleetlib.DEFAULT_BASE_PORT + 120, fleet_bases.paths, workdir)
+    ) % (HERE, workdir, fleet_port + 120, fleet_bases.paths, workdir)
     owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                              universal_newlines=True)
     try:
@@ -214,13 +223,37 @@ def test_hosts_die_with_a_killed_owner(fleet_workdir, fleet_bases):
     f.remove()
 
 
-def test_cli_up_status_down_from_the_record(fleet_workdir, fleet_bases):
+def test_sigterm_to_the_owner_tears_the_fleet_down(fleet_workdir, fleet_bases, fleet_port):
+    """The owner's SIGTERM handler stops the fleet (and removes the record) before dying."""
+    workdir = os.path.join(fleet_workdir, "sigterm")
+    code = (
+        "import json, sys, time; sys.path.insert(0, %r); import fleet\n"
+        "f = fleet.start_fleet(%r, 2, %d, bases=%r)\n"
+        "print(json.dumps([p for p in fleet.fleet_processes(%r)]), flush=True)\n"
+        "time.sleep(600)\n"
+    ) % (HERE, workdir, fleet_port + 160, fleet_bases.paths, workdir)
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             universal_newlines=True)
+    try:
+        pids = json.loads(owner.stdout.readline())
+        f = fleetlib.Fleet.load(workdir)
+        assert len(f.hosts) == 2 and all(h.alive() for h in f)
+    finally:
+        owner.send_signal(signal.SIGTERM)
+        rc = owner.wait(timeout=30)
+    assert rc == -signal.SIGTERM
+    assert not os.path.exists(f.state_path)  # removed by the handler's stop()
+    _assert_clean(workdir, pids, [h.port for h in f])
+    f.remove()
+
+
+def test_cli_up_status_down_from_the_record(fleet_workdir, fleet_bases, fleet_port):
     """`up` detaches (hosts outlive the CLI); `down` works from the pid record alone."""
     workdir = os.path.join(fleet_workdir, "cli")
     base_args = []
     for suite, path in fleet_bases.paths.items():
         base_args += ["--base", "%s=%s" % (suite, path)]
-    port = fleetlib.DEFAULT_BASE_PORT + 140
+    port = fleet_port + 140
     up = subprocess.run([sys.executable, FLEET_PY, "up", "--workdir", workdir, "--hosts", "2",
                          "--base-port", str(port)] + base_args,
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)

@@ -62,9 +62,11 @@ def test_latest_and_previous_select_by_age(tmp_path):
 
 def test_restore_without_backup_fails_before_touching(tmp_path):
     sb = make_sandbox(tmp_path)
-    with pytest.raises(BackupMissingError) as e:
-        restore(Settings(root=sb.root), targets=[sb.p("/usr/bin/ls")])
-    assert "/usr/bin/ls" in e.value.msg and e.value.exit_code == 60
+    before = sb.snapshot(["/usr/bin/ls"])
+    rep, err, _w = restore(Settings(root=sb.root), targets=[sb.p("/usr/bin/ls")])
+    assert isinstance(err, BackupMissingError) and err.exit_code == 60 and "/usr/bin/ls" in err.msg
+    assert rep["rows"][0]["restore_ready"] is False and validation_errors(rep) == []
+    assert sb.snapshot(["/usr/bin/ls"]) == before
 
 
 def test_restore_refuses_to_destroy_a_changed_regular_file(tmp_path):
@@ -75,7 +77,7 @@ def test_restore_refuses_to_destroy_a_changed_regular_file(tmp_path):
     with open(target, "wb") as f:
         f.write(b"local edit\n")
     _rep, err, _w = restore(Settings(root=sb.root), targets=[target])
-    assert isinstance(err, RestoreFailedError) and "would destroy" in err.msg
+    assert isinstance(err, RestoreFailedError) and "refuses to replace it" in err.msg
     assert open(target, "rb").read() == b"local edit\n"
 
 
@@ -102,8 +104,8 @@ def test_backup_tag_isolates_sets_and_is_validated(tmp_path):
     sb = make_sandbox(tmp_path)
     ok(apply(Settings(root=sb.root, backup_tag="teamA"), [sb.link("ls")]))
     assert sb.backups("ls", tag="teamA") and not sb.backups("ls")
-    with pytest.raises(BackupMissingError):
-        restore(Settings(root=sb.root, backup_tag="teamB"), targets=[sb.p("/usr/bin/ls")])
+    assert isinstance(restore(Settings(root=sb.root, backup_tag="teamB"), targets=[sb.p("/usr/bin/ls")])[1],
+                      BackupMissingError)
     with pytest.raises(PolicyError, match="backup_tag"):
         Settings(root=sb.root, backup_tag="../x")
 

@@ -1,0 +1,176 @@
+"""SIGKILL matrix: a 120-link apply killed at every fault point the engine exposes, during its own
+rollback, during recovery and during restore, and at random moments.
+
+After each kill: every target is the original entry or a link to its source, every sidecar
+parses, every swapped target has a complete backup of its original bytes.  Then the next run of
+some module (apply, prune, restore plan_id, preflight + prune, in rotation) recovers by itself,
+leaving no unfinished journal, temp name or incomplete backup, and every original byte is
+restored by safe_restore.
+
+SWITCHYARD_CRASH_SEED fixes the random kill times (printed in every failure message).
+"""
+import os
+import random
+import time
+
+import pytest
+
+import crashkit as ck
+
+N = 120  # targets per sandbox (conftest.N_TARGETS): 118 files, 2 symlinks
+# fsyncs of a first apply of N links: 4 new state directories, journal file + directory,
+# 3 per action (sidecar, its directory, the target directory after the rename), the commit record.
+FSYNCS = 4 + 2 + 3 * N + 1
+
+FAULT_POINTS = (
+    ["after_journal"]
+    + ["after_backup_payload:%d" % n for n in (1, 2, 59, 118, 120)]
+    + ["after_sidecar:%d" % n for n in (1, 60, 120)]
+    + ["before_rename:%d" % n for n in (1, 61, 120)]
+    + ["after_rename:%d" % n for n in (1, 2, 60, 119, 120)]
+    + ["mid_journal:%d" % n for n in (1, 2, 60, 120, N + 1)]  # N + 1: the commit record itself
+    + ["before_fsync:%d" % n for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 181, 250, FSYNCS - 2, FSYNCS - 1, FSYNCS)]
+)
+
+SEED = int(os.environ.get("SWITCHYARD_CRASH_SEED", int(time.time()) % 100000))
+RECOVERERS = ("apply", "prune", "restore_plan", "preflight_then_prune")
+
+
+def _plan_id_of_journal(sb):
+    for _name, recs in ck.journals(sb):
+        if recs and recs[0].get("record") == "begin":
+            return recs[0]["plan_id"]
+    return None
+
+
+def recover_and_verify(sb, how, context):
+    """Run the next module, check the root is consistent, and that every original byte comes back."""
+    interrupted = ck.unfinished(sb)
+    if how == "preflight_then_prune":
+        pre = ck.run_engine(sb, "preflight")
+        if interrupted:
+            rec = pre.events("recovery")
+            assert rec and all(e["dry_run"] for e in rec), context
+            assert ck.unfinished(sb) == interrupted, "preflight must not mutate (%s)" % context
+        how = "prune"
+    if how == "restore_plan":
+        plan_id = _plan_id_of_journal(sb)
+        res = ck.run_engine(sb, "restore", plan_id=plan_id) if plan_id else ck.run_engine(sb, "prune")
+    else:
+        res = ck.run_engine(sb, how)
+    assert res.error_id is None, "%s: the recovering %s failed: %r" % (context, how, res)
+    if interrupted:
+        rec = res.events("recovery")
+        assert [e for e in rec if e["decision"] == "success"], "%s: no recovery event after %s" % (context, how)
+        assert res.report["recovery"] and all(r["ok"] for r in res.report["recovery"]), context
+    kind = ck.check_consistent(sb)
+    if how == "apply":
+        assert kind == "link", context
+    if kind == "link":
+        res = ck.run_engine(sb, "restore")
+        assert res.error_id is None, "%s: restore after recovery failed: %r" % (context, res)
+        assert ck.check_consistent(sb) == "original", context
+    return kind
+
+
+@pytest.mark.parametrize("point", FAULT_POINTS)
+def test_kill_at_fault_point_leaves_old_or_new_and_next_run_recovers(sandbox, point):
+    res = ck.run_engine(sandbox, "apply", kill_at=point)
+    assert res.killed, "fault point %s was never reached: %r" % (point, res)
+    ck.check_after_kill(sandbox)
+    recover_and_verify(sandbox, RECOVERERS[FAULT_POINTS.index(point) % len(RECOVERERS)], point)
+
+
+# A failed sidecar fsync at action 80 starts a rollback; the kill lands inside it.
+# after_rename counts 79 swaps first, then one per rollback restore; mid_journal 79 progress records first.
+FAIL_AT_ACTION_80 = 4 + 2 + 3 * 79 + 1
+
+
+@pytest.mark.parametrize("point", ["after_rename:99", "after_rename:158", "mid_journal:80"])
+def test_kill_during_rollback_is_recovered(sandbox, point):
+    res = ck.run_engine(sandbox, "apply", kill_at=point, fail_fsync=FAIL_AT_ACTION_80)
+    assert res.killed, "%s not reached during rollback: %r" % (point, res)
+    ck.check_after_kill(sandbox)
+    assert recover_and_verify(sandbox, "prune", point) == "original"
+
+
+@pytest.mark.parametrize("second", ["after_rename:30", "mid_journal:1", "before_fsync:5"])
+def test_kill_during_recovery_is_recovered_by_the_run_after(sandbox, second):
+    assert ck.run_engine(sandbox, "apply", kill_at="after_rename:60").killed
+    res = ck.run_engine(sandbox, "prune", kill_at=second)
+    assert res.killed, "recovery never reached %s: %r" % (second, res)
+    ck.check_after_kill(sandbox)
+    assert recover_and_verify(sandbox, "apply", "recovery killed at %s" % second) == "link"
+
+
+@pytest.mark.parametrize("point", ["before_rename:40", "after_rename:40", "before_fsync:100"])
+def test_kill_during_restore_leaves_old_or_new(sandbox, point):
+    assert ck.run_engine(sandbox, "apply").error_id is None
+    res = ck.run_engine(sandbox, "restore", kill_at=point)
+    assert res.killed, res
+    ck.check_after_kill(sandbox)
+    res = ck.run_engine(sandbox, "restore")
+    assert res.error_id is None, res
+    assert ck.check_consistent(sandbox) == "original", point
+
+
+def _journal_dir(sb):
+    return os.path.join(sb.root, "var", "lib", "switchyard", "journal")
+
+
+def _calibrate(sb):
+    """(seconds until the first journal appears, seconds until the process exits) of a whole apply."""
+    jdir = _journal_dir(sb)
+    before = set(os.listdir(jdir)) if os.path.isdir(jdir) else set()
+    t0 = time.monotonic()
+    proc = ck.start_engine(sb, "apply")
+    t_journal = None
+    while proc.poll() is None:
+        if t_journal is None and os.path.isdir(jdir) and set(os.listdir(jdir)) - before:
+            t_journal = time.monotonic() - t0
+        time.sleep(0.002)
+    t_exit = time.monotonic() - t0
+    proc.communicate()
+    assert proc.returncode == 0
+    assert ck.run_engine(sb, "restore").error_id is None
+    return (t_journal or t_exit * 0.5), t_exit
+
+
+def _random_instant(rng, window):
+    """Mostly inside the mutation phase, sometimes anywhere in the process's life (imports included)."""
+    t_journal, t_exit = window
+    if rng.random() < 0.25:
+        return rng.uniform(0.0, t_exit * 1.1)
+    return rng.uniform(t_journal * 0.9, t_exit)
+
+
+@pytest.mark.parametrize("batch", range(4))
+def test_random_kills_of_apply(sandbox, batch):
+    """10 kills per batch at random instants of a whole apply process."""
+    rng = random.Random(SEED * 10 + batch)
+    window = _calibrate(sandbox)
+    landed = 0
+    for i in range(10):
+        ctx = "seed=%d batch=%d kill=%d" % (SEED, batch, i)
+        proc = ck.start_engine(sandbox, "apply")
+        time.sleep(_random_instant(rng, window))
+        proc.kill()
+        proc.communicate()
+        ck.check_after_kill(sandbox)
+        landed += bool(ck.unfinished(sandbox))
+        recover_and_verify(sandbox, RECOVERERS[i % len(RECOVERERS)], ctx)
+    assert landed >= 1, "no random kill landed inside a plan (seed=%d)" % SEED
+
+
+def test_random_kills_of_apply_and_of_its_recovery(sandbox):
+    rng = random.Random(SEED * 10 + 9)
+    window = _calibrate(sandbox)
+    for i in range(10):
+        ctx = "seed=%d kill=%d" % (SEED, i)
+        assert ck.run_engine(sandbox, "apply", kill_at="after_rename:%d" % rng.randint(1, N)).killed
+        proc = ck.start_engine(sandbox, "prune")
+        time.sleep(_random_instant(rng, (window[0], window[1] * 0.8)))
+        proc.kill()
+        proc.communicate()
+        ck.check_after_kill(sandbox)
+        recover_and_verify(sandbox, RECOVERERS[i % len(RECOVERERS)], ctx)
