@@ -71,8 +71,10 @@ class Run(object):
         self.lock = None
         self.lock_facts = {"lock_backend": "none", "lock_wait_ms": 0.0, "lock_attempts": 0}
         self.recovery = []
+        _mounts.pin_mount_table()
 
     def close(self):
+        _mounts.unpin_mount_table()
         if self.lock is not None:
             self.lock.release()
             self.lock = None

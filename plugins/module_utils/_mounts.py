@@ -56,7 +56,22 @@ def find_mount(path, entries):
     return best
 
 
+_RUN_TABLE = []  # the mount table pinned for the current module run (see pin_mount_table)
+
+
+def pin_mount_table():
+    """Read /proc/self/mounts once for a whole run: every later read_mounts() without a path reuses it.
+    rw/exec answers come from statvfs of the very inode anyway; the table only adds mount point and fstype."""
+    _RUN_TABLE[:] = [read_mounts()]
+
+
+def unpin_mount_table():
+    del _RUN_TABLE[:]
+
+
 def read_mounts(mounts_path=None):
+    if mounts_path is None and _RUN_TABLE:
+        return _RUN_TABLE[0]
     with open(mounts_path or MOUNTS_PATH, "rb") as handle:
         return parse_mounts(handle.read())
 
