@@ -12,6 +12,7 @@ command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v unshare >/dev/null || need+=(util-linux)
+command -v shellcheck >/dev/null || need+=(shellcheck)  # ansible-test sanity: shellcheck
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -42,7 +42,7 @@ class Sandbox(object):
         return sorted(e for e in os.listdir(d) if e.startswith(".%s.%s." % (name, tag)) and e.endswith(".bak"))
 
     def cleanup_flags(self):
-        subprocess.run(["chattr", "-R", "-i", "-a", self.root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(["chattr", "-R", "-i", "-a", self.root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def make_sandbox(tmp_path, tools=("ls", "cat", "echo"), synthetic=0, provider="busybox"):

@@ -12,7 +12,7 @@ name: audit_jsonl
 type: notification
 short_description: Append switchyard audit events to a JSON lines file on the controller
 version_added: "0.1.0"
-author: switchyard.fs contributors
+author: switchyard.fs contributors (@switchyard)
 description:
   - Collects the audit C(events) that the C(switchyard.fs) modules return in
     C(ansible_facts.switchyard_preflight), C(switchyard_apply), C(switchyard_restore) and

@@ -6,7 +6,6 @@
 from __future__ import absolute_import, division, print_function
 
 import os
-import socket
 import stat
 import time
 import uuid
@@ -18,7 +17,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _mounts
 from ansible_collections.switchyard.fs.plugins.module_utils import _preflight as pf
 from ansible_collections.switchyard.fs.plugins.module_utils import _smoke
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
-    SwitchyardError, PolicyError, LockingError, AtomicSwapError, ExdevError, RestoreFailedError, SmokeError,
+    SwitchyardError, PolicyError, LockingError, AtomicSwapError, RestoreFailedError, SmokeError,
     BackupMissingError, ERROR_CLASSES)
 from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock, LockUnavailableError
 from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action, Plan
@@ -192,12 +191,15 @@ class Run(object):
         st = target.lstat()
         swapped = fs.kind_of(st) == "symlink" and fs.readlink_at(target.parent_fd, target.name) == act["link_text"]
         if not swapped:
-            if meta is None and fs.lstat_at(bdir, pname) is not None and fs.kind_of(st) != "absent":
-                # Payload without sidecar: an incomplete backup of an untouched target; drop the extra name.
-                if self.s.check_mode:
-                    return False
-                fs.unlink_at(bdir, pname)
-            elif meta is not None and not self.s.check_mode:
+            # The swap never happened (or was undone).  The plan's backup is dropped only while it merely
+            # duplicates the target: if something else replaced the target since, it is the last copy.
+            if self.s.check_mode:
+                return False
+            if meta is None:
+                if fs.lstat_at(bdir, pname) is not None and _same_entry(target, bdir, pname):
+                    fs.unlink_at(bdir, pname)  # payload without sidecar: an incomplete backup
+            elif bk.target_matches_backup(target, bk.Backup(bdir, act["backup_ms"], sname, meta),
+                                          self.policy.preservation_tier):
                 bk.remove_backup(bk.Backup(bdir, act["backup_ms"], sname, meta), self.durability)
             return False
         if meta is None:
@@ -209,6 +211,20 @@ class Run(object):
         bk.verify_backup(backup, self.policy)
         bk.restore_backup(target, backup, self.policy, self.durability, self.run_id, consume=True)
         return True
+
+
+def _same_entry(target, bdir, pname):
+    """True when backup payload pname holds what the target holds (same inode, or same bytes)."""
+    tst, pst = target.lstat(), fs.lstat_at(bdir, pname)
+    if tst is None or pst is None:
+        return False
+    if (tst.st_dev, tst.st_ino) == (pst.st_dev, pst.st_ino):
+        return True
+    if stat.S_ISREG(tst.st_mode) and stat.S_ISREG(pst.st_mode):
+        return fs.sha256_at(target.parent_fd, target.name) == fs.sha256_at(bdir, pname)
+    if stat.S_ISLNK(tst.st_mode) and stat.S_ISLNK(pst.st_mode):
+        return fs.readlink_at(target.parent_fd, target.name) == fs.readlink_at(bdir, pname)
+    return False
 
 
 def _discard_partial_backup(run, la, bdir):
@@ -403,7 +419,7 @@ def _stop_error(stops, keep_specific=True):
             ids.append(s["error_id"])
     specific = [i for i in ids if i != "E_POLICY"]
     msg = "preflight found %d STOP%s: %s" % (len(stops), "" if len(stops) == 1 else "s",
-                                            "; ".join(s["msg"] for s in stops))
+                                             "; ".join(s["msg"] for s in stops))
     if keep_specific and specific and specific[0] in ("E_EXDEV", "E_BACKUP_MISSING", "E_RESTORE_FAILED"):
         return ERROR_CLASSES[specific[0]](msg, path=None, cause_ids=specific[1:])
     return PolicyError(msg, cause_ids=specific)

@@ -53,14 +53,22 @@ class Journal(object):
         try:
             durability.fsync(dir_fd, "journal directory")
         except BaseException:
+            # Nothing was mutated yet: withdraw the journal rather than leave a plan to recover.
+            fs.unlink_at(dir_fd, name)
             journal.close()
             raise
         return journal
 
     @classmethod
     def claim(cls, dir_fd, name, durability):
-        """Open an existing journal for recovery; None when its writer is still alive (locked)."""
-        fd = os.open(name, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        """Open an existing journal for recovery; None when its writer is still alive (locked).
+        On a read-only filesystem the handle is read-only: liveness is still known, appends fail."""
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -90,7 +98,8 @@ class Journal(object):
     def finish(self, state, **extra):
         """Append the final record.  If it cannot be made durable it is withdrawn (best effort), so a
         crash before a later end record leaves the plan unfinished, to be recovered."""
-        assert state in FINAL_STATES
+        if state not in FINAL_STATES:
+            raise AssertionError("journal end state %r is not one of %s" % (state, ", ".join(FINAL_STATES)))
         rec = {"record": "end", "state": state}
         rec.update(extra)
         try:
@@ -168,6 +177,8 @@ def remove_dead_temps(dir_fd):
         if journal is not None:
             try:
                 fs.unlink_at(dir_fd, name)
+            except OSError:
+                pass  # e.g. a read-only root: harmless, list_journals never reads temps
             finally:
                 journal.close()
 

@@ -10,6 +10,7 @@ __metaclass__ = type
 import errno
 import fcntl
 import json
+import math
 import os
 import random
 import socket
@@ -187,7 +188,7 @@ def _write_holder(fd, plan_id):
 
 def _validate(timeout, base, cap):
     for name, value in (("lock_timeout", timeout), ("base", base), ("cap", cap)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise PolicyError("%s must be a number, got %r" % (name, value))
     if timeout < 0:
         raise PolicyError("lock_timeout must be >= 0, got %r" % (timeout,))

@@ -384,7 +384,7 @@ def package_owners(root, names):
         # dpkg-query takes arguments with * ? [ ] \ as fnmatch patterns; escape them so each path matches itself.
         cmd = [dpkg, "--admindir", admindir, "-S"] + [_DPKG_GLOB.sub(r"\\\1", n) for n in names]
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                           env={"LC_ALL": "C", "PATH": os.environ.get("PATH", os.defpath)})
+                           env={"LC_ALL": "C", "PATH": os.environ.get("PATH", os.defpath)}, check=False)
         wanted = set(names)
         for line in p.stdout.splitlines():
             head, sep, path = line.partition(": ")
@@ -405,7 +405,7 @@ def package_owners(root, names):
         db = PackageDb("rpm")
         for n in names:
             p = subprocess.run([rpm, "--root", root, "-qf", "--queryformat", "%{NAME}\\n", n], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, universal_newlines=True, env={"LC_ALL": "C"})
+                               stderr=subprocess.PIPE, universal_newlines=True, env={"LC_ALL": "C"}, check=False)
             if p.returncode == 0 and p.stdout.strip():
                 db.owners[n] = ", ".join(sorted(set(p.stdout.split())))
         return db
@@ -585,7 +585,7 @@ def _executes(root, rel, tool):
     if root != "/":
         kwargs["preexec_fn"] = lambda: (os.chroot(root), os.chdir("/"))
     try:
-        return subprocess.run(argv, **kwargs).returncode in (0, 1)
+        return subprocess.run(argv, check=False, **kwargs).returncode in (0, 1)
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -667,8 +667,8 @@ def preservation_gate(row, ctx, dirs):
             row.note(msg + "; restore will report them skipped-unsupported")
 
 
-
 # -- backup directory --------------------------------------------------------------------------
+
 
 def _backup_dir_probe(store, root_fd, backup_dir_rel, target):
     """(fd on the target's backup directory or, when it does not exist yet, its deepest existing ancestor, exists?)."""

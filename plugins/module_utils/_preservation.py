@@ -381,7 +381,7 @@ def _apply_xattrs(fd, meta, xb, out):
             xb.set(fd, name, wanted[name])
         except OSError as exc:
             per_name[name] = (_classify(exc), "%s: %s" % (name, _describe(exc)))
-    statuses = set(s for s, _ in per_name.values())
+    statuses = set(s for s, _unused in per_name.values())
     if not statuses:
         out.ok("xattrs")
         return

@@ -13,7 +13,7 @@ underscore is private and may change without notice.  See docs/api.md.
 from __future__ import absolute_import, division, print_function
 
 from ansible_collections.switchyard.fs.plugins.module_utils._engine import (  # noqa: F401
-    Settings, preflight, apply, restore, prune)
+    Settings, preflight, apply, restore, prune, _normalize_links)
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (  # noqa: F401
     ERROR_TABLE, SwitchyardError, PolicyError, OwnershipError, LockingError, AtomicSwapError, ExdevError,
     BackupMissingError, RestoreFailedError, SmokeError)
@@ -21,8 +21,15 @@ from ansible_collections.switchyard.fs.plugins.module_utils._plan import Plan, A
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import KNOBS, PRESETS, resolve_policy  # noqa: F401
 
 __all__ = [
-    "Settings", "preflight", "apply", "restore", "prune",
+    "Settings", "plan", "preflight", "apply", "restore", "prune",
     "Plan", "Action", "KNOBS", "PRESETS", "resolve_policy", "ERROR_TABLE",
     "SwitchyardError", "PolicyError", "OwnershipError", "LockingError", "AtomicSwapError", "ExdevError",
     "BackupMissingError", "RestoreFailedError", "SmokeError",
 ]
+
+
+def plan(settings, links):
+    """The plan apply(settings, links) will run, with the same plan_id and action_ids; touches nothing.
+
+    Validates the links exactly as apply does (raises PolicyError naming the bad input)."""
+    return Plan("apply", [Action("link", link["target"], link["source"]) for link in _normalize_links(settings, links)])

@@ -324,7 +324,7 @@ VARIANTS = ("bare syscalls", "engine (in-process)", "safe_apply (1 task)", "file
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--links", type=int, default=200, help="links per plan (default 200)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is reported (default 3)")
     ap.add_argument("--size", type=int, default=64 * 1024, help="bytes per target file (default 65536)")
@@ -406,7 +406,7 @@ def main(argv=None):
                  _fstype(base), os.cpu_count() or 0, load_before[0], load_after[0]))
         print()
         hdr = "%-22s %9s %14s %10s %12s %8s   %s" % ("variant", "total s", "per-action ms", "x bare", "x file-loop",
-                                                   "cpu s", "wall of each run (s)")
+                                                     "cpu s", "wall of each run (s)")
         print(hdr)
         print("-" * len(hdr))
         bare = med["bare syscalls"]

@@ -36,8 +36,9 @@ STRATEGIES = [
     ("jitter 10ms..50ms", dict(base=0.01, cap=0.05)),
 ]
 HOLD_S = 0.002        # default time inside the critical section per acquisition
-THINK_S = 0.005       # time between a release and the next attempt, so a releaser does not
-                      # simply re-take the lock it just dropped on every round
+# THINK_S: time between a release and the next attempt, so a releaser does not simply re-take
+# the lock it just dropped on every round
+THINK_S = 0.005
 TIMEOUT_S = 60.0      # long enough that nobody times out; timeouts are counted anyway
 
 
@@ -80,12 +81,12 @@ def contended(lock_dir, kwargs, procs, rounds, hold):
     barrier = MP.Barrier(procs + 1)
     queue = MP.Queue()
     workers = [MP.Process(target=_contender, args=(lock_path, kwargs, rounds, hold, barrier, queue))
-               for _ in range(procs)]
+               for _unused in range(procs)]
     for w in workers:
         w.start()
     barrier.wait(30)
     start = time.monotonic()
-    results = [queue.get(timeout=300) for _ in workers]
+    results = [queue.get(timeout=300) for _unused in workers]
     elapsed = time.monotonic() - start
     for w in workers:
         w.join(30)
@@ -107,7 +108,7 @@ def uncontended(lock_dir, rounds):
     warmth and frequency scaling hit them alike."""
     lock_path = os.path.join(lock_dir, "uncontended.lock")
     acquire_lock(lock_path, TIMEOUT_S, "warmup").release()
-    samples = dict((name, []) for name, _ in STRATEGIES)
+    samples = dict((name, []) for name, _unused in STRATEGIES)
     for i in range(rounds):
         for name, kwargs in STRATEGIES:
             t0 = time.perf_counter()

@@ -31,7 +31,7 @@ with open(SCHEMA_PATH) as _f:
 class Sandbox(object):
     """A root with `n` targets.  `originals` maps each target (root-relative) to what was there."""
 
-    def __init__(self, root, n=120, symlinks=2, seed=None, big=3):
+    def __init__(self, root, n=120, symlinks=2, seed=None, big=(0, 1, 2)):
         self.root = str(root)
         self.rng = random.Random(seed)
         self.bin = os.path.join(self.root, "usr", "bin")
@@ -48,8 +48,8 @@ class Sandbox(object):
                 os.symlink(text, os.path.join(self.bin, name))
                 self.originals[rel] = ("symlink", text)
             else:
-                size = 200 * 1024 if i < big else self.rng.choice((0, 1, 100, 4095, 4096, 9000))
-                data = bytes(self.rng.getrandbits(8) for _ in range(min(size, 64))) + os.urandom(max(0, size - 64))
+                size = 200 * 1024 if i in big else self.rng.choice((0, 1, 100, 4095, 4096, 9000))
+                data = bytes(self.rng.getrandbits(8) for _unused in range(min(size, 64))) + os.urandom(max(0, size - 64))
                 path = os.path.join(self.bin, name)
                 with open(path, "wb") as f:
                     f.write(data)
@@ -122,11 +122,11 @@ def engine_request(sb, op, **kw):
     return req
 
 
-def start_engine(sb, op, kill_at=None, fail_fsync=None, **kw):
-    """Popen of one engine call (stdout: one JSON line)."""
+def start_engine(sb, op, kill_at=None, fail_fsync=None, quiet=False, **kw):
+    """Popen of one engine call (stdout: one JSON line; quiet: no pipes, for polling without reading)."""
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
     return subprocess.Popen([sys.executable, DRIVER, json.dumps(engine_request(sb, op, **kw))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=engine_env(kill_at, fail_fsync),
-                            universal_newlines=True)
+                            stdout=out, stderr=out, env=engine_env(kill_at, fail_fsync), universal_newlines=True)
 
 
 class EngineResult(object):
@@ -137,6 +137,7 @@ class EngineResult(object):
         self.data = json.loads(out.strip().splitlines()[-1]) if out.strip() and not self.killed else {}
         self.report = self.data.get("report")
         self.error_id = self.data.get("error_id")
+        self.raised = self.data.get("raised", False)
         if self.report is not None:
             # As the action plugin sees it (the module pops "changed").  The crash suite holds the
             # parts it is about to the schema: recovery, audit events, summary (backup_durable).
@@ -152,7 +153,7 @@ class EngineResult(object):
 
     def __repr__(self):
         return "EngineResult(rc=%s, error_id=%s, msg=%s)\n%s" % (self.rc, self.error_id, self.data.get("msg"),
-                                                                  self.stderr[-3000:])
+                                                                 self.stderr[-3000:])
 
 
 def run_engine(sb, op, kill_at=None, fail_fsync=None, timeout=120, **kw):
@@ -297,7 +298,7 @@ def tmpfs(path, size="8m", extra=""):
     try:
         yield path
     finally:
-        for _ in range(3):
+        for _unused in range(3):
             if subprocess.call(["umount", path], stderr=subprocess.DEVNULL) == 0:
                 break
             time.sleep(0.2)

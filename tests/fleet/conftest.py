@@ -25,6 +25,9 @@ def pytest_addoption(parser):
                     help="number of hosts in the session fleet (default %d)" % FLEET_HOSTS)
     group.addoption("--fleet-base-port", type=int, default=fleetlib.DEFAULT_BASE_PORT,
                     help="first loopback port to try (default %d)" % fleetlib.DEFAULT_BASE_PORT)
+    group.addoption("--fleet-bases-from", default=None, metavar="WORKDIR",
+                    help="use the bases already built in WORKDIR/bases (by `fleet.py build`) "
+                         "instead of building them: for iterating on tests; CI builds its own")
 
 
 def _worker_offset():
@@ -66,10 +69,22 @@ def fleet_workdir():
 
 
 @pytest.fixture(scope="session")
-def fleet_bases(fleet_workdir):
+def fleet_bases(request, fleet_workdir):
     """Build bookworm (required) and bullseye (if the mirror serves it) in parallel."""
-    bases = Bases(fleet_workdir)
     suites = (fleetlib.DEFAULT_SUITE, fleetlib.OLD_SUITE)
+    reuse = request.config.getoption("--fleet-bases-from")
+    if reuse:
+        bases = Bases(os.path.abspath(reuse))
+        for suite in suites:
+            path = fleetlib.base_dir(reuse, suite)
+            if os.path.isdir(path) and bases.info(suite):
+                bases.paths[suite] = path
+            else:
+                bases.errors[suite] = "not built in %s" % reuse
+        if fleetlib.DEFAULT_SUITE not in bases.paths:
+            pytest.fail("--fleet-bases-from %s: no bookworm base there" % reuse)
+        return bases
+    bases = Bases(fleet_workdir)
 
     def build(suite):
         t0 = time.monotonic()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A fleet of real Debian test hosts on this machine, reached over SSH on loopback.
 
 Each host is an overlayfs copy of a base root filesystem built with ``mmdebstrap``,
@@ -39,7 +38,6 @@ import argparse
 import atexit
 import concurrent.futures
 import ctypes
-import errno
 import glob
 import json
 import os
@@ -55,6 +53,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+JSON_CALLBACK_DIR = os.path.join(REPO, "tests", "integration", "callback_plugins")
 
 DEFAULT_SUITE = "bookworm"
 OLD_SUITE = "bullseye"
@@ -126,7 +125,7 @@ def _parse_sources():
                         fields[key] += " " + line.strip()
                         continue
                     if ":" in line:
-                        key, _, val = line.partition(":")
+                        key, _unused, val = line.partition(":")
                         key = key.strip().lower()
                         fields[key] = val.strip()
                 if "deb" not in fields.get("types", "").split():
@@ -173,7 +172,7 @@ def debian_mirror(suite=DEFAULT_SUITE):
 # --------------------------------------------------------------------------- base
 
 def _du(path):
-    out = subprocess.run(["du", "-sxb", path], stdout=subprocess.PIPE, universal_newlines=True)
+    out = subprocess.run(["du", "-sxb", path], stdout=subprocess.PIPE, universal_newlines=True, check=False)
     try:
         return int(out.stdout.split()[0])
     except (ValueError, IndexError):
@@ -400,7 +399,7 @@ def _kill_pids(pids, grace=5.0):
 
 def unmount_all(workdir):
     """Unmount everything under ``workdir`` in this namespace (lazy if busy); return leftovers."""
-    for _ in range(3):
+    for _unused in range(3):
         mps = mounts_under(workdir)
         if not mps:
             return []
@@ -611,7 +610,7 @@ class Host(object):
         res = subprocess.run(self.ssh_argv(command), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, universal_newlines=True,
                              timeout=timeout, input=input,
-                             stdin=None if input is not None else subprocess.DEVNULL)
+                             stdin=None if input is not None else subprocess.DEVNULL, check=False)
         if check and res.returncode != 0:
             raise FleetError("%s: ssh %r failed rc=%d: %s" % (
                 self.name, command, res.returncode, res.stderr.strip()))
@@ -753,14 +752,16 @@ class Fleet(object):
         cmd += list(extra_args)
         return subprocess.run(cmd, env=self.ansible_env(env), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
 
     def playbook(self, playbook, extra_vars=None, limit=None, check=False, diff=False,
                  json_output=False, extra_args=(), env=None, timeout=1800):
         """Run ansible-playbook against the fleet; CompletedProcess with ``.recap``
         ({host: {ok, changed, unreachable, failed, skipped, rescued, ignored}}, from the
-        default callback's PLAY RECAP) and, with json_output (needs a ``json`` stdout
-        callback such as ansible.posix's installed), ``.json`` parsed."""
+        default callback's PLAY RECAP) and, with json_output, ``.json``: the whole run as
+        one document ({plays: [{play, tasks: [{task, hosts: {host: result}}]}], stats}) from
+        the project's test-only ``json_results`` stdout callback (ansible-core 2.19 ships
+        no ``json`` callback); ``.recap`` then comes from its stats."""
         if not os.path.exists(self.inventory_path):
             self.inventory()
         cmd = [ansible_bin("ansible-playbook"), "-i", self.inventory_path, playbook]
@@ -775,11 +776,11 @@ class Fleet(object):
         cmd += list(extra_args)
         e = dict(env or {})
         if json_output:
-            e.setdefault("ANSIBLE_STDOUT_CALLBACK", "json")
-            e.setdefault("ANSIBLE_CALLBACK_RESULT_FORMAT", "json")
+            e.setdefault("ANSIBLE_CALLBACK_PLUGINS", JSON_CALLBACK_DIR)
+            e.setdefault("ANSIBLE_STDOUT_CALLBACK", "json_results")
         res = subprocess.run(cmd, env=self.ansible_env(e), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout,
-                             stdin=subprocess.DEVNULL)
+                             stdin=subprocess.DEVNULL, check=False)
         res.json = None
         res.recap = parse_recap(res.stdout)
         if json_output:
@@ -787,6 +788,10 @@ class Fleet(object):
                 res.json = json.loads(res.stdout[res.stdout.index("{"):])
             except ValueError:
                 pass
+            else:
+                # same keys as the PLAY RECAP (the stats call it "failures")
+                res.recap = {h: {("failed" if k == "failures" else k): v for k, v in s.items()}
+                             for h, s in res.json.get("stats", {}).items()}
         return res
 
     # -- per-host helpers (parallel over SSH)
@@ -795,6 +800,14 @@ class Fleet(object):
         hosts = list(hosts or self.hosts)
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(hosts) or 1)) as ex:
             futs = {h.name: ex.submit(h.ssh, command, check, timeout) for h in hosts}
+            return {n: f.result() for n, f in futs.items()}
+
+    def run_each(self, commands, check=True, timeout=60):
+        """Run a (different) shell command per host, in parallel: {name: command} ->
+        {name: CompletedProcess}."""
+        hosts = [self[name] for name in commands]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, len(hosts) or 1)) as ex:
+            futs = {h.name: ex.submit(h.ssh, commands[h.name], check, timeout) for h in hosts}
             return {n: f.result() for n, f in futs.items()}
 
     def file_info(self, paths, hosts=None):
@@ -1062,7 +1075,7 @@ def _cmd_up(a):
     if a.base:
         bases = {}
         for spec in a.base:
-            suite, _, path = spec.partition("=")
+            suite, _unused, path = spec.partition("=")
             bases[suite] = path
     fleet = start_fleet(a.workdir, a.hosts, a.base_port, bases=bases, detach=not a.foreground)
     print("%d hosts up in %.2fs; inventory: %s" % (len(fleet), fleet.timings["start"], fleet.inventory_path))
@@ -1115,7 +1128,7 @@ def _cmd_status(a):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     sub = p.add_subparsers(dest="cmd")
     sub.required = True
     for name in ("build", "up", "down", "status"):

@@ -111,7 +111,7 @@ def run_playbook(tmp_path, playbook_yaml, extra_args=(), python=None, env=None, 
     inv = inventory or write_inventory(os.path.join(str(tmp_path), "inventory.ini"), python)
     cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inv, pb] + list(extra_args)
     proc = subprocess.run(cmd, env=ansible_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=timeout, cwd=str(tmp_path))
+                          universal_newlines=True, timeout=timeout, cwd=str(tmp_path), check=False)
     start = proc.stdout.find("{")
     data = json.loads(proc.stdout[start:]) if start >= 0 else {}
     return PlaybookRun(proc, data)

@@ -7,6 +7,7 @@ checks and rescue checks can execute inside the root. The machine's own /usr/bin
 touched.
 """
 import glob
+import re
 import hashlib
 import json
 import os
@@ -38,7 +39,7 @@ pytestmark = [needs_modules]
 
 def _shared_libs(binary):
     out = subprocess.run(["ldd", binary], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         universal_newlines=True).stdout
+                         universal_newlines=True, check=False).stdout
     libs = set()
     for line in out.splitlines():
         for word in line.split():
@@ -121,7 +122,7 @@ def explain(run):
             for host, res in task["hosts"].items():
                 if res.get("failed"):
                     lines.append("%s | %s: %s %s" % (host, task["task"]["name"], res.get("error_id", ""),
-                                                    res.get("msg", "")))
+                                                     res.get("msg", "")))
     if len(lines) == 1:
         lines.append(run.stdout[-3000:] + run.stderr[-3000:])
     return "\n".join(lines)
@@ -146,7 +147,7 @@ def all_task_results(run, host="localhost"):
 def test_playbook_passes_syntax_check_by_fqcn(name, tmp_path):
     proc = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "--syntax-check",
                            "switchyard.fs." + name], env=ansible_env(), cwd=str(tmp_path),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     assert proc.returncode == 0, proc.stdout
 
 
@@ -217,7 +218,7 @@ def test_role_swaps_to_uutils_idempotently_and_restores_by_plan_id(tmp_path, san
         assert os.readlink(target) == "%s/%s" % (UUTILS_DIR, tool)
         assert len(backups(sandbox, tool)) == 1
     # The swapped tools run inside the root.
-    out = subprocess.run(["chroot", sandbox, "/usr/bin/echo", "hi"], stdout=subprocess.PIPE).stdout
+    out = subprocess.run(["chroot", sandbox, "/usr/bin/echo", "hi"], stdout=subprocess.PIPE, check=False).stdout
     assert out == b"hi\n"
 
     again = run_playbook(tmp_path, role_play(sandbox, provider_swap_tools=tools))
@@ -242,7 +243,7 @@ def test_role_swaps_to_busybox_and_restores_by_targets(tmp_path, sandbox):
         assert os.readlink(os.path.join(sandbox, "usr/bin", tool)) == BUSYBOX
     # busybox runs the applet named by argv[0]: the link name.
     out = subprocess.run(["chroot", sandbox, "/usr/bin/head", "--help"], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT).stdout
+                         stderr=subprocess.STDOUT, check=False).stdout
     assert b"BusyBox" in out
     undo = run_playbook(tmp_path, role_play(sandbox, provider_swap_provider="busybox", provider_swap_tools=tools,
                                             provider_swap_state="absent"))
@@ -370,7 +371,9 @@ def test_swap_playbook_runs_canary_then_larger_batches(tmp_path):
     # One canary, then 25% of 5 hosts (rounded down, at least 1), then all the rest.
     assert batch_sizes == [1, 1, 3], batch_sizes
     plan_ids = set(result(run, "Swap the targets to the provider", host=h)["plan_id"] for h in roots)
-    assert len(plan_ids) == len(roots)  # roots differ, so plans differ; same root would share one id
+    # plan ids are computed over root-relative paths: the same plan has one id fleet-wide,
+    # which is what lets switchyard.fs.rollback undo it everywhere by plan_id.
+    assert len(plan_ids) == 1
     for root in roots.values():
         assert os.readlink(os.path.join(root, "usr/bin/ls")) == "%s/ls" % UUTILS_DIR
 
@@ -428,7 +431,7 @@ def test_rollback_playbook_by_plan_id_and_by_targets(tmp_path, sandbox):
 @needs_providers
 def test_prune_playbook_keeps_the_newest_backup(tmp_path, sandbox):
     inv = fleet_inventory(tmp_path, {"localhost": sandbox})
-    for _ in range(2):
+    for _unused in range(2):
         swap = run_playbook(tmp_path, import_play("swap"), inventory=inv, extra_args=["-e", '{"tools": ["ls"]}'])
         assert swap.rc == 0, explain(swap)
         back = run_playbook(tmp_path, import_play("rollback"), inventory=inv, extra_args=["-e", '{"tools": ["ls"]}'])
@@ -440,3 +443,50 @@ def test_prune_playbook_keeps_the_newest_backup(tmp_path, sandbox):
     assert run.rc == 0, explain(run)
     assert result(run, "Prune old backups")["changed"] is True
     assert backups(sandbox, "ls") == [newest]
+
+
+# -- docs -------------------------------------------------------------------------------
+
+def _awx_survey_specs():
+    """{playbook name: survey spec} from the JSON blocks under '### switchyard.fs.<name>'."""
+    import re
+    with open(os.path.join(REPO, "docs", "awx.md")) as f:
+        text = f.read()
+    specs = {}
+    for name, body in re.findall(r"### switchyard\.fs\.(\w+)\s+```json\n(.*?)```", text, re.S):
+        specs[name] = json.loads(body)
+    return specs
+
+
+def _role_options():
+    import yaml
+    with open(os.path.join(REPO, "roles", "provider_swap", "meta", "argument_specs.yml")) as f:
+        return set(yaml.safe_load(f)["argument_specs"]["main"]["options"])
+
+
+@pytest.mark.parametrize("name", PLAYBOOKS)
+def test_awx_survey_spec_only_uses_documented_variables(name):
+    spec = _awx_survey_specs()[name]
+    assert spec["name"] and spec["description"]
+    with open(os.path.join(REPO, "playbooks", name + ".yml")) as f:
+        header = f.read().split("- name:", 1)[0]
+    options = _role_options()
+    for q in spec["spec"]:
+        assert {"question_name", "type", "variable", "required"} <= set(q), q
+        var = q["variable"]
+        assert var in options or re.search(r"#\s+%s\s" % re.escape(var), header), \
+            "survey variable %s of %s is neither a role option nor documented in the playbook" % (var, name)
+
+
+def test_role_doc_lists_every_role_variable():
+    with open(os.path.join(REPO, "docs", "role.md")) as f:
+        doc = f.read()
+    missing = sorted(o for o in _role_options() if "`%s`" % o not in doc)
+    assert not missing, "docs/role.md does not describe %s" % missing
+
+
+def test_role_defaults_match_the_argument_spec():
+    import yaml
+    with open(os.path.join(REPO, "roles", "provider_swap", "defaults", "main.yml")) as f:
+        defaults = yaml.safe_load(f)
+    assert set(defaults) == _role_options()

@@ -21,6 +21,7 @@ Run alone:  .venv/bin/python tests/sanity/test_sanity.py [ansible-test sanity op
 
 from __future__ import absolute_import, division, print_function
 
+import fcntl
 import os
 import re
 import shutil
@@ -153,16 +154,21 @@ def sanity_env():
 
 
 def run_sanity(extra_args=(), stream=False):
-    stage_collection()
-    found = prepare_interpreters()
-    install_get_pip_stand_in()
-    cmd = [os.path.join(VENV_BIN, "ansible-test"), "sanity", "--venv", "--color", "no"]
-    cmd += list(extra_args)
-    started = time.time()
-    kwargs = {} if stream else {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-    proc = subprocess.run(cmd, cwd=STAGE, env=sanity_env(), universal_newlines=True, timeout=1500, check=False,
-                          **kwargs)
-    return proc, found, time.time() - started
+    """Stage, then run ansible-test sanity there.  Runs from one checkout take turns: they share the
+    stage directory (and ansible-test's venvs), and a restage under a running ansible-test breaks it."""
+    os.makedirs(STAGE_ROOT, exist_ok=True)
+    with open(os.path.join(STAGE_ROOT, "..", "sanity.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.time()
+        stage_collection()
+        found = prepare_interpreters()
+        install_get_pip_stand_in()
+        cmd = [os.path.join(VENV_BIN, "ansible-test"), "sanity", "--venv", "--color", "no"]
+        cmd += list(extra_args)
+        kwargs = {} if stream else {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+        proc = subprocess.run(cmd, cwd=STAGE, env=sanity_env(), universal_newlines=True, timeout=1500, check=False,
+                              **kwargs)
+        return proc, found, time.time() - started
 
 
 @pytest.mark.xdist_group("sanity")
@@ -170,7 +176,12 @@ def test_ansible_test_sanity_passes_for_every_target_python():
     proc, found, took = run_sanity()
     missing = sorted(set("3.%d" % m for m in TARGET_MINORS) - set(found))
     assert not missing, "target Pythons not found: %s" % ", ".join(missing)
-    assert proc.returncode == 0, "ansible-test sanity failed after %.0fs:\n%s" % (took, proc.stdout[-20000:])
+    findings = "\n".join(line for line in proc.stdout.splitlines() if line.startswith(("ERROR:", "FATAL:")))
+    assert proc.returncode == 0, "ansible-test sanity failed after %.0fs:\n%s\n--- output tail ---\n%s" % (
+        took, findings[-20000:], proc.stdout[-3000:])
+    # A sanity test whose tool is missing is skipped with a warning, not failed: treat that as a failure.
+    skipped = [line for line in proc.stdout.splitlines() if "Required program" in line and "not found" in line]
+    assert skipped == [], "sanity tests skipped for a missing tool (scripts/install-system-deps.sh installs them): %s" % skipped
 
 
 if __name__ == "__main__":

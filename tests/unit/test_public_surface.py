@@ -21,7 +21,7 @@ _FUTURE_FEATURE = type(__future__.division)  # the "from __future__ import" name
 # Changing either pin is an API change: update docs/api.md and CHANGELOG.md in the same commit.
 PUBLIC_MODULE_UTILS = {"engine"}
 FACADE_ALL = {
-    "Settings", "preflight", "apply", "restore", "prune",
+    "Settings", "plan", "preflight", "apply", "restore", "prune",
     "Plan", "Action", "KNOBS", "PRESETS", "resolve_policy", "ERROR_TABLE",
     "SwitchyardError", "PolicyError", "OwnershipError", "LockingError", "AtomicSwapError", "ExdevError",
     "BackupMissingError", "RestoreFailedError", "SmokeError",
@@ -104,3 +104,18 @@ def test_private_module_starts_with_the_private_header(subpackage, name):
 
 def test_facade_docstring_points_to_the_api_doc():
     assert "docs/api.md" in (_facade().__doc__ or "")
+
+
+def test_facade_plan_has_the_ids_apply_reports(tmp_path):
+    facade = _facade()
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "opt/prov").mkdir(parents=True)
+    (root / "usr/bin/tool").write_bytes(b"old")
+    (root / "opt/prov/tool").write_bytes(b"new")
+    links = [{"source": str(root / "opt/prov/tool"), "target": str(root / "usr/bin/tool")}]
+    settings = facade.Settings(root=str(root), policy={"source_trust": "allow"}, check_mode=True)
+    planned = facade.plan(settings, links)
+    report, _error, _warnings = facade.apply(settings, links)
+    assert report["plan_id"] == planned.plan_id
+    assert [a["action_id"] for a in report["actions"]] == [a.action_id for a in planned.actions]

@@ -7,9 +7,9 @@ import pytest
 
 from ansible.plugins.loader import callback_loader, init_plugin_loader
 
-from conftest import COLLECTIONS_ROOT
-
-init_plugin_loader([COLLECTIONS_ROOT])
+# tests/conftest.py links the checkout in as <repo>/.build/collections/ansible_collections/switchyard/fs.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+init_plugin_loader([os.path.join(REPO, ".build", "collections")])
 
 ENVELOPE = ("schema_version", "ts", "plan_id", "run_id", "event_id", "seq", "stage",
             "decision", "dry_run", "collection_version")
@@ -114,7 +114,7 @@ def test_failed_result_events_are_written(tmp_path):
     out = tmp_path / "audit.jsonl"
     cb = load_callback(out)
     result = facts("switchyard_apply", [make_event(1, "apply.result", "failure"),
-                                         make_event(2, "rollback"), make_event(3, "rollback.summary")])
+                                        make_event(2, "rollback"), make_event(3, "rollback.summary")])
     result.update({"failed": True, "error_id": "E_SMOKE", "rolled_back": True})
     cb.v2_runner_on_failed(FakeResult("db01", "Swap", result), ignore_errors=False)
     lines = read_lines(out)
@@ -208,7 +208,7 @@ def test_file_is_opened_append_only_and_fsynced(tmp_path, monkeypatch):
 def test_fsync_can_be_disabled(tmp_path, monkeypatch):
     out = tmp_path / "audit.jsonl"
     calls = []
-    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd))
+    monkeypatch.setattr(os, "fsync", calls.append)
     cb = load_callback(out, fsync=False)
     cb.v2_runner_on_ok(FakeResult("h1", "t", facts("switchyard_apply", [make_event(1)])))
     assert calls == []

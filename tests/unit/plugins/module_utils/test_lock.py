@@ -121,7 +121,7 @@ def test_backoff_doubles_from_base_to_cap_and_stops_at_deadline(tmp_path):
                          clock=ft.clock, sleep=ft.sleep, rand=lambda: 1.0)
     finally:
         os.close(fd)
-    slept = [round(s, 9) for _, s in ft.sleeps]
+    slept = [round(s, 9) for _unused, s in ft.sleeps]
     # 0.01 0.02 0.04 0.08 0.16, then capped at 0.25 twice (sum 0.81), the last cut to the deadline.
     assert slept == [0.01, 0.02, 0.04, 0.08, 0.16, 0.25, 0.25, 0.19]
     assert info.value.attempts == len(slept) + 1  # one attempt before and after each sleep
@@ -138,7 +138,7 @@ def test_full_jitter_scales_each_ceiling_by_rand(tmp_path):
                          clock=ft.clock, sleep=ft.sleep, rand=lambda: 0.5)
     finally:
         os.close(fd)
-    slept = [round(s, 9) for _, s in ft.sleeps]
+    slept = [round(s, 9) for _unused, s in ft.sleeps]
     assert slept[:5] == [0.005, 0.01, 0.02, 0.02, 0.02]
 
 
@@ -184,7 +184,7 @@ def test_attempts_and_wait_count_exactly_when_holder_releases(tmp_path):
                       clock=ft.clock, sleep=ft.sleep, rand=lambda: 1.0) as handle:
         assert handle.attempts == 4
         assert handle.wait_ms == pytest.approx(70.0)  # 10 + 20 + 40 ms of (fake) sleep
-    assert [round(s, 9) for _, s in ft.sleeps] == [0.01, 0.02, 0.04]
+    assert [round(s, 9) for _unused, s in ft.sleeps] == [0.01, 0.02, 0.04]
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -408,17 +408,17 @@ def overlapping_sections(intervals):
 
 def test_no_two_processes_are_ever_inside_the_lock_together(tmp_path):
     per_worker = run_workers(tmp_path, STRESS_PROCS, locked=True)
-    rows = [row for _, worker_rows in per_worker for row in worker_rows]
+    rows = [row for _unused, worker_rows in per_worker for row in worker_rows]
     assert len(rows) == STRESS_PROCS * STRESS_ROUNDS
-    assert overlapping_sections([(enter, leave) for enter, leave, _, _ in rows]) == []
-    attempts = [a for _, _, a, _ in rows]
+    assert overlapping_sections([(enter, leave) for enter, leave, _unused, _unused in rows]) == []
+    attempts = [a for _unused, _unused, a, _unused in rows]
     assert all(a >= 1 for a in attempts)
     assert sum(attempts) >= len(rows)
     # Under this much contention somebody must have retried; all-ones means no contention
     # was exercised and the test proves nothing.
     assert sum(attempts) > len(rows)
     for total, worker_rows in per_worker:
-        assert all(wait_ms <= STRESS_TIMEOUT * 1000.0 + 50.0 for _, _, _, wait_ms in worker_rows)
+        assert all(wait_ms <= STRESS_TIMEOUT * 1000.0 + 50.0 for _unused, _unused, _unused, wait_ms in worker_rows)
         assert total <= STRESS_ROUNDS * STRESS_TIMEOUT
         assert total < 30.0
 
@@ -427,5 +427,5 @@ def test_overlap_check_catches_processes_without_the_lock(tmp_path):
     # Control: the same harness without the lock must report overlaps, or the check above
     # could pass vacuously.
     per_worker = run_workers(tmp_path, 2, locked=False)
-    rows = [row for _, worker_rows in per_worker for row in worker_rows]
-    assert overlapping_sections([(enter, leave) for enter, leave, _, _ in rows]) != []
+    rows = [row for _unused, worker_rows in per_worker for row in worker_rows]
+    assert overlapping_sections([(enter, leave) for enter, leave, _unused, _unused in rows]) != []

@@ -87,7 +87,7 @@ def user_xattr_works(directory):
     probe.write_bytes(b"")
     try:
         return subprocess.run(["setfattr", "-n", "user.check", "-v", "1", str(probe)],
-                              stderr=subprocess.DEVNULL).returncode == 0
+                              stderr=subprocess.DEVNULL, check=False).returncode == 0
     finally:
         probe.unlink()
 
@@ -157,7 +157,7 @@ def xattr_dump(path):
 
 def getfattr_value(path, name):
     res = subprocess.run(["getfattr", "--absolute-names", "--only-values", "-n", name, str(path)],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
     return res.stdout if res.returncode == 0 else None
 
 
@@ -175,7 +175,7 @@ def unprivileged_setfattr_works(directory, name, value):
     fd = os.open(str(path), os.O_RDONLY)  # pytest's 0700 directories are not searchable by 65534
     try:
         return subprocess.run(["setfattr", "-n", name, "-v", value, "/proc/self/fd/%d" % fd], pass_fds=(fd,),
-                              preexec_fn=_drop_privileges, stderr=subprocess.DEVNULL).returncode == 0
+                              preexec_fn=_drop_privileges, stderr=subprocess.DEVNULL, check=False).returncode == 0
     finally:
         os.close(fd)
         path.unlink()
@@ -327,7 +327,7 @@ def test_basic_round_trip_keeps_every_mode_bit(tmp_path, mode):
     src.write_bytes(PAYLOAD)
     os.chmod(str(src), mode)
     dst = fresh_copy(tmp_path, "mode-dst")
-    status, _ = apply_to(dst, capture(src, "basic"), "basic")
+    status, _unused = apply_to(dst, capture(src, "basic"), "basic")
     assert status == {"mode": "applied"}
     assert stat.S_IMODE(os.stat(str(dst)).st_mode) == mode
 

@@ -2,7 +2,7 @@
 import os
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
