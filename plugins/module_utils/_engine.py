@@ -296,8 +296,19 @@ class LinkAction(object):
         self.result = None
 
 
+def plan(settings, links):
+    """The plan apply(settings, links) will run, with the same plan_id and action_ids; touches nothing.
+
+    Validates the links exactly as apply does (raises PolicyError naming the bad input)."""
+    return _plan_of(_normalize_links(settings, links))
+
+
+def _plan_of(norm):
+    return Plan("apply", [Action("link", link["target"], link["source"]) for link in norm])
+
+
 def _resolve_links(run, norm):
-    plan = Plan("apply", [Action("link", l["target"], l["source"]) for l in norm])
+    plan = _plan_of(norm)
     by_target = dict((l["target"], l) for l in norm)
     acts = []
     try:

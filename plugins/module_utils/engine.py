@@ -13,7 +13,7 @@ underscore is private and may change without notice.  See docs/api.md.
 from __future__ import absolute_import, division, print_function
 
 from ansible_collections.switchyard.fs.plugins.module_utils._engine import (  # noqa: F401
-    Settings, preflight, apply, restore, prune, _normalize_links)
+    Settings, plan, preflight, apply, restore, prune)
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (  # noqa: F401
     ERROR_TABLE, SwitchyardError, PolicyError, OwnershipError, LockingError, AtomicSwapError, ExdevError,
     BackupMissingError, RestoreFailedError, SmokeError)
@@ -27,9 +27,3 @@ __all__ = [
     "BackupMissingError", "RestoreFailedError", "SmokeError",
 ]
 
-
-def plan(settings, links):
-    """The plan apply(settings, links) will run, with the same plan_id and action_ids; touches nothing.
-
-    Validates the links exactly as apply does (raises PolicyError naming the bad input)."""
-    return Plan("apply", [Action("link", link["target"], link["source"]) for link in _normalize_links(settings, links)])

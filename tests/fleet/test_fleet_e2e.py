@@ -168,9 +168,7 @@ class Swap(object):
 
 @pytest.fixture(scope="module")
 def swap(fleet, tmp_path_factory):
-    s = Swap(fleet, str(tmp_path_factory.mktemp("fleet-e2e")))
-    yield s
-    s.scrub()
+    return Swap(fleet, str(tmp_path_factory.mktemp("fleet-e2e")))
 
 
 @pytest.fixture
