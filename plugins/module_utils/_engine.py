@@ -161,13 +161,16 @@ class Run(object):
                 errors.append(e.msg)
                 continue
             try:
-                _remove_temps(target.parent_fd, target.name, begin["run_id"])
+                if not self.s.check_mode:  # check mode (and so preflight) reports, never mutates
+                    _remove_temps(target.parent_fd, target.name, begin["run_id"])
                 bdir = store.dir_for(target, create=False)
                 if bdir is None:
                     continue
                 try:
-                    _remove_temps(bdir, bk.payload_name(target.name, begin["tag"], act["backup_ms"]), begin["run_id"])
-                    _remove_temps(bdir, bk.sidecar_name(target.name, begin["tag"], act["backup_ms"]), begin["run_id"])
+                    if not self.s.check_mode:
+                        for name in (bk.payload_name(target.name, begin["tag"], act["backup_ms"]),
+                                     bk.sidecar_name(target.name, begin["tag"], act["backup_ms"])):
+                            _remove_temps(bdir, name, begin["run_id"])
                     changed = self._undo_action(target, bdir, act, begin["tag"])
                 finally:
                     os.close(bdir)
@@ -291,6 +294,7 @@ class LinkAction(object):
         self.noop = self.kind == "symlink" and fs.readlink_at(target.parent_fd, target.name) == link["source"]
         self.row = None
         self.backup = None
+        self.backup_durable = None
         self.backup_ms = None
         self.before = None
         self.result = None
@@ -585,7 +589,8 @@ def apply(settings, links, smoke=None):
 def _apply_event(run, la, decision, msg=None):
     run.rep.event("apply.result", decision, action_id=la.action.action_id, path=la.link["target"],
                   source=la.link["source"], result=la.result, hash_alg=fs.HASH_ALG,
-                  before_hash=(la.before or {}).get("sha256"), backup_durable=run.durability.durable, msg=msg)
+                  before_hash=(la.before or {}).get("sha256"),
+                  backup_durable=la.backup_durable if la.backup_durable is not None else run.durability.durable, msg=msg)
 
 
 def _commit(run, plan, acts, todo, checks, base):
@@ -694,10 +699,13 @@ def _apply_one(run, la, bdir):
     if (st is None) != (la.st is None) or (st is not None and (st.st_ino, st.st_dev) != (la.st.st_ino, la.st.st_dev)):
         raise AtomicSwapError("%s changed between preflight and apply; nothing was swapped for it" % la.link["target"],
                               path=la.link["target"])
+    failures_before = len(run.durability.failures)
     la.backup = bk.create_backup(la.target, st, bdir, la.backup_ms, run.s.backup_tag,
                                  {"plan_id": run.rep.plan_id, "action_id": la.action.action_id}, run.policy,
                                  run.durability, run.run_id, same)
     fs.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id, run.durability)
+    # Per action: did every fsync of *this* action's backup and swap succeed (best-effort mode records failures).
+    la.backup_durable = len(run.durability.failures) == failures_before
     la.result = "changed"
     _apply_event(run, la, "success")
 
@@ -749,7 +757,7 @@ def _apply_report(run, acts, base, err, rolled, committed, smoke_results=()):
         a = {"action_id": la.action.action_id, "path": la.link["target"], "source": la.link["source"], "result": result,
              "hash_alg": fs.HASH_ALG, "before_hash": (la.before or {}).get("sha256"),
              "after_hash": (after or {}).get("sha256"), "before": la.before, "after": after,
-             "backup_durable": run.durability.durable if la.backup is not None else None}
+             "backup_durable": la.backup_durable if la.backup is not None else None}
         if la.backup is not None and result == "changed":
             a["backup"] = la.backup.describe()
         actions.append(a)

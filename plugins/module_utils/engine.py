@@ -26,4 +26,3 @@ __all__ = [
     "SwitchyardError", "PolicyError", "OwnershipError", "LockingError", "AtomicSwapError", "ExdevError",
     "BackupMissingError", "RestoreFailedError", "SmokeError",
 ]
-

@@ -75,9 +75,6 @@ def _start(tmp_path, yaml, extra_vars):
 
 
 def _run(tmp_path, yaml, extra_vars):
-    pb = os.path.join(str(tmp_path), "pb-%d.yml" % len(os.listdir(str(tmp_path))))
-    with open(pb, "w") as f:
-        f.write(textwrap.dedent(yaml))
     return harness.run_playbook(tmp_path, yaml, ["-e", extra_vars], python=PYTHON)
 
 
@@ -133,10 +130,10 @@ def _kill_group_during_plan(proc, sb, rng):
     jdir = os.path.join(sb.root, "var", "lib", "switchyard", "journal")
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        if os.path.isdir(jdir) and os.listdir(jdir):
-            break
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.25))
+        if os.path.isdir(jdir) and [n for n in os.listdir(jdir) if n.endswith(".journal") and n[0] != "."]:
+            break  # the plan's journal has its real name: mutations are starting
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0.0, 0.1))
     _kill_tree(proc)
 
 

@@ -181,6 +181,8 @@ def clean(swap):
         swap.scrub()
         assert swap.snapshot() == swap.pristine
         assert set(sum(swap.backups().values(), [])) == set()
+        left = swap.fleet.run_all("ls -d %s %s 2>/dev/null; true" % (STATE_DIR, LOCK))
+        assert {n: r.stdout for n, r in left.items() if r.stdout.strip()} == {}
 
 
 def smoke_script(targets):
