@@ -77,7 +77,7 @@ class BackupStore(object):
         if create:
             return fs.makedirs_at(self.root_fd, parts, 0o700, durability)
         try:
-            return fs.makedirs_at_existing(self.root_fd, parts)
+            return fs.open_dirs_at(self.root_fd, parts)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 return None

@@ -292,7 +292,7 @@ def makedirs_at(dirfd, rel_parts, mode=0o755, durability=None):
         raise
 
 
-def makedirs_at_existing(dirfd, rel_parts):
+def open_dirs_at(dirfd, rel_parts):
     """Open an existing chain of directories under dirfd without following symlinks (ENOENT if missing)."""
     fd = os.dup(dirfd)
     try:

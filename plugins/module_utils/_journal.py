@@ -188,19 +188,9 @@ def open_state_dir(root_fd, state_rel_parts, create, durability=None):
     parts = list(state_rel_parts) + ["journal"]
     if create:
         return fs.makedirs_at(root_fd, parts, 0o700, durability)
-    fd = os.dup(root_fd)
     try:
-        for p in parts:
-            try:
-                nfd = fs.open_dir_at(fd, p)
-            except OSError as e:
-                if e.errno == errno.ENOENT:
-                    return None
-                raise
-            os.close(fd)
-            fd = nfd
-        res, fd = fd, None
-        return res
-    finally:
-        if fd is not None:
-            os.close(fd)
+        return fs.open_dirs_at(root_fd, parts)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
