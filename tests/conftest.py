@@ -21,3 +21,17 @@ _ensure_link()
 if COLLECTIONS_ROOT not in sys.path:
     sys.path.insert(0, COLLECTIONS_ROOT)
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS_ROOT
+
+
+def _install_collection_finder():
+    """Every test imports ansible_collections.* through Ansible's own collection loader, installed once
+    before the first such import: a test that initialises the plugin loader later (callback tests do)
+    would otherwise switch loaders halfway and break every import after it."""
+    try:
+        from ansible.plugins.loader import init_plugin_loader
+    except ImportError:  # scripts run by a Python without ansible-core (e.g. a bench under another interpreter)
+        return
+    init_plugin_loader([COLLECTIONS_ROOT])
+
+
+_install_collection_finder()
