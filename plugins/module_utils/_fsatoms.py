@@ -101,6 +101,15 @@ def open_dir_at(dirfd, name):
 
 
 def open_file_at(dirfd, name):
+    """Open for reading without following a final symlink and, where permitted, without touching atime:
+    hashing a target must not change the atime that the extended tier records."""
+    noatime = getattr(os, "O_NOATIME", 0)
+    if noatime:
+        try:
+            return os.open(name, READ_FLAGS | noatime, dir_fd=dirfd)
+        except OSError as e:
+            if e.errno != errno.EPERM:  # O_NOATIME needs ownership or CAP_FOWNER
+                raise
     return os.open(name, READ_FLAGS, dir_fd=dirfd)
 
 

@@ -8,10 +8,6 @@ import pytest
 
 from harness import REPO, run_playbook
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(os.path.join(REPO, "plugins", "modules", "safe_apply.py")),
-    reason="switchyard.fs modules are not in the checkout yet")
-
 CONTEXT = ("host", "task", "task_action", "play")
 
 PLAYBOOK = """

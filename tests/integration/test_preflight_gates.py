@@ -14,8 +14,6 @@ from harness import run_playbook
 
 CHATTR = shutil.which("chattr")
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or CHATTR is None, reason="needs root and chattr")
-
 NAMES = ("alpha", "bravo", "charlie", "delta")
 RESCUE = ("cp", "mv", "rm", "ln", "stat", "ls")
 
@@ -31,6 +29,8 @@ def _file(path, data=b"#!/bin/sh\nexit 0\n", mode=0o755):
 @pytest.fixture
 def sandbox(tmp_path):
     """Four swappable targets, one of them immutable (+i, cleared in teardown), and a rescue dir."""
+    assert os.geteuid() == 0, "chattr +i needs root: run the tests as root"
+    assert CHATTR, "chattr missing: run scripts/install-system-deps.sh (e2fsprogs)"
     root = str(tmp_path / "root")
     for n in NAMES:
         _file(os.path.join(root, "usr/bin", n), b"#!/bin/sh\necho old\n")
