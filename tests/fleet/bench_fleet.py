@@ -220,7 +220,7 @@ def main(argv=None):
         print()
         print("| what (K=%d binaries, wall time, min of %d) | %s |" % (
             len(tools), args.repeat, " | ".join("N=%d" % n for n in sizes)))
-        print("|---|%s" % "---:|" * len(sizes))
+        print("|---|" + "---:|" * len(sizes))
         for name in results[sizes[0]]:
             print("| %s | %s |" % (name, " | ".join("%.1f s" % results[n][name] for n in sizes)))
         print()

@@ -43,6 +43,31 @@ FAIL = "Fail the host with the original error"
 
 # --------------------------------------------------------------------------- helpers
 
+# Runs on the host (Python 3.9 on bullseye): lstat + sha256 of paths, and what switchyard
+# leaves behind (backups and sidecars next to the targets, its state dir, its lock).
+_STATE_PY = r"""
+import glob, hashlib, json, os, stat, sys
+paths, dirs = json.loads(sys.argv[1])
+info = {}
+for p in paths:
+    try:
+        st = os.lstat(p)
+    except OSError:
+        info[p] = None
+        continue
+    d = {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid,
+         "link": os.readlink(p) if stat.S_ISLNK(st.st_mode) else None, "sha256": None}
+    try:
+        with open(p, "rb") as f:
+            d["sha256"] = hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        pass
+    info[p] = d
+left = sorted(p for d in dirs for p in glob.glob(os.path.join(d, ".*.switchyard.*.bak*")))
+left += [p for p in (%r, %r) if os.path.lexists(p)]
+print(json.dumps({"info": info, "left": left}))
+""" % (STATE_DIR, LOCK)
+
 def task_results(run, suffix):
     """{host: result} of the task whose name is ``suffix`` (with or without role prefix),
     over every play (the swap playbook runs one play per batch)."""
@@ -131,20 +156,24 @@ class Swap(object):
     def paths(self, host):
         return self.targets[host] + sorted(set(self.sources[host]))
 
-    def snapshot(self):
-        """{host: {path: {mode, uid, gid, link, sha256}}} of every target and source."""
-        every = sorted({p for h in self.fleet for p in self.paths(h.name)})
-        info = self.fleet.file_info(every)  # one parallel round over SSH
-        return {h.name: {p: info[h.name][p] for p in self.paths(h.name)} for h in self.fleet}
-
-    def backups(self):
-        """{host: sorted backup and sidecar paths} next to the targets."""
+    def state(self, unlock=False):
+        """One parallel SSH round: {host: {"info": {path: {mode, uid, gid, link, sha256}}
+        of every target and source, "left": backups, sidecars, state dir and lock}}.
+        ``unlock`` first clears the immutable flag of every target."""
         cmds = {}
         for h in self.fleet:
-            dirs = sorted({os.path.dirname(t) for t in self.targets[h.name]})
-            cmds[h.name] = "for d in %s; do for f in \"$d\"/.*.switchyard.*.bak*; do " \
-                           "[ -e \"$f\" ] && echo \"$f\"; done; done; true" % " ".join(shlex.quote(d) for d in dirs)
-        return {n: sorted(r.stdout.split()) for n, r in self.fleet.run_each(cmds).items()}
+            arg = json.dumps([self.paths(h.name), sorted({os.path.dirname(t) for t in self.targets[h.name]})])
+            cmds[h.name] = "%s/usr/bin/python3 -c %s %s" % (
+                ("chattr -i %s 2>/dev/null; " % " ".join(self.targets[h.name])) if unlock else "",
+                shlex.quote(_STATE_PY), shlex.quote(arg))
+        return {n: json.loads(r.stdout) for n, r in self.fleet.run_each(cmds).items()}
+
+    def snapshot(self):
+        return {n: st["info"] for n, st in self.state().items()}
+
+    def backups(self):
+        """{host: sorted backup and sidecar paths next to the targets}."""
+        return {n: [p for p in st["left"] if ".bak" in p] for n, st in self.state().items()}
 
     def play(self, name, extra_vars=None, inventories=(), **kw):
         args = ["-i", self.inventory]
@@ -157,13 +186,13 @@ class Swap(object):
 
     def scrub(self):
         """Put every host back as found: undo swaps, drop backups and switchyard state."""
-        self.fleet.run_each({h.name: "chattr -i %s 2>/dev/null; true" % " ".join(self.targets[h.name])
-                             for h in self.fleet})
-        if self.snapshot() != self.pristine:
+        now = self.state(unlock=True)
+        if {n: st["info"] for n, st in now.items()} != self.pristine:
             run = self.play("rollback", {"rollback_batches": "100%"})
             assert run.returncode == 0, explain(run)
-        self.fleet.run_each({n: "rm -f %s; rm -rf %s %s" % (" ".join(shlex.quote(b) for b in backups), STATE_DIR, LOCK)
-                             for n, backups in self.backups().items()})
+            now = self.state()
+        self.fleet.run_each({n: "rm -rf %s" % " ".join(shlex.quote(p) for p in st["left"])
+                             for n, st in now.items() if st["left"]})
 
 
 @pytest.fixture(scope="module")
@@ -173,16 +202,15 @@ def swap(fleet, tmp_path_factory):
 
 @pytest.fixture
 def clean(swap):
-    """Every test starts and ends with a pristine fleet."""
-    assert swap.snapshot() == swap.pristine
+    """Every test starts and ends with a pristine fleet: targets and sources as in the
+    snapshot taken before the first test, no backup, no journal, no lock."""
+    pristine = {n: {"info": info, "left": []} for n, info in swap.pristine.items()}
+    assert swap.state() == pristine
     try:
         yield swap
     finally:
         swap.scrub()
-        assert swap.snapshot() == swap.pristine
-        assert set(sum(swap.backups().values(), [])) == set()
-        left = swap.fleet.run_all("ls -d %s %s 2>/dev/null; true" % (STATE_DIR, LOCK))
-        assert {n: r.stdout for n, r in left.items() if r.stdout.strip()} == {}
+        assert swap.state() == pristine
 
 
 def smoke_script(targets):

@@ -26,14 +26,6 @@ UUTILS_BIN = "/usr/bin/coreutils"
 UUTILS_DIR = "/usr/lib/cargo/bin/coreutils"
 BUSYBOX = "/bin/busybox"
 
-needs_modules = pytest.mark.skipif(
-    not os.path.exists(os.path.join(REPO, "plugins", "modules", "safe_apply.py")),
-    reason="switchyard.fs modules are not in the checkout yet")
-needs_providers = pytest.mark.skipif(
-    not (os.path.exists(BUSYBOX) and os.path.exists(UUTILS_BIN) and os.path.isdir(UUTILS_DIR)),
-    reason="needs Debian packages busybox and rust-coreutils (apt-get install -y busybox rust-coreutils)")
-pytestmark = [needs_modules]
-
 
 # -- sandbox ------------------------------------------------------------------------------
 
@@ -50,6 +42,8 @@ def _shared_libs(binary):
 
 def build_sandbox(root):
     """A minimal merged-/usr tree with GNU tools, busybox and uutils that run inside a chroot."""
+    for path in (BUSYBOX, UUTILS_BIN, UUTILS_DIR):
+        assert os.path.exists(path), "%s missing: run scripts/install-system-deps.sh (busybox, rust-coreutils)" % path
     for d in ("usr/bin", "usr/sbin", "usr/lib", "usr/lib64", UUTILS_DIR.lstrip("/"), "run/lock", "var/lib", "etc"):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     for name, to in (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
@@ -201,7 +195,6 @@ def test_role_rejects_inconsistent_settings_naming_the_option(tmp_path, bad_vars
 
 # -- the role ---------------------------------------------------------------------------
 
-@needs_providers
 def test_role_swaps_to_uutils_idempotently_and_restores_by_plan_id(tmp_path, sandbox):
     tools = ["ls", "cat", "echo"]
     before = snapshot(sandbox, tools)
@@ -233,7 +226,6 @@ def test_role_swaps_to_uutils_idempotently_and_restores_by_plan_id(tmp_path, san
     assert not any(os.path.islink(os.path.join(sandbox, "usr/bin", t)) for t in tools)
 
 
-@needs_providers
 def test_role_swaps_to_busybox_and_restores_by_targets(tmp_path, sandbox):
     tools = ["ls", "head"]
     before = snapshot(sandbox, tools)
@@ -255,7 +247,6 @@ def test_role_swaps_to_busybox_and_restores_by_targets(tmp_path, sandbox):
     assert result(again, "Restore the previous files")["changed"] is False
 
 
-@needs_providers
 def test_role_explicit_links_with_custom_smoke(tmp_path, sandbox):
     os.makedirs(os.path.join(sandbox, "opt/prov"))
     shutil.copy2(os.path.join(sandbox, "usr/bin/busybox"), os.path.join(sandbox, "opt/prov/busybox"))
@@ -267,7 +258,6 @@ def test_role_explicit_links_with_custom_smoke(tmp_path, sandbox):
     assert os.readlink(os.path.join(sandbox, "usr/bin/wc")) == "/opt/prov/busybox"
 
 
-@needs_providers
 def test_role_check_mode_changes_nothing_and_reports_the_change(tmp_path, sandbox):
     tools = ["ls", "cat"]
     before = snapshot(sandbox, tools)
@@ -281,7 +271,6 @@ def test_role_check_mode_changes_nothing_and_reports_the_change(tmp_path, sandbo
     assert sorted(os.listdir(os.path.join(sandbox, "usr/bin"))) == listing
 
 
-@needs_providers
 def test_role_smoke_failure_is_rolled_back_and_fails_the_host(tmp_path, sandbox):
     # comm is no busybox applet: the link runs busybox as "comm", which fails the smoke check.
     tools = ["ls", "comm"]
@@ -298,7 +287,6 @@ def test_role_smoke_failure_is_rolled_back_and_fails_the_host(tmp_path, sandbox)
     assert not any(os.path.islink(os.path.join(sandbox, "usr/bin", t)) for t in tools)
 
 
-@needs_providers
 def test_role_rescue_restores_when_site_verification_fails(tmp_path, sandbox):
     tools = ["ls", "cat"]
     before = snapshot(sandbox, tools)
@@ -331,7 +319,6 @@ def import_play(name):
     return "- name: Run %s\n  ansible.builtin.import_playbook: switchyard.fs.%s\n" % (name, name)
 
 
-@needs_providers
 def test_swap_playbook_stops_every_later_batch_when_the_canary_fails(tmp_path):
     roots = {}
     for host in ("canary", "web1", "web2", "web3"):
@@ -353,7 +340,6 @@ def test_swap_playbook_stops_every_later_batch_when_the_canary_fails(tmp_path):
     assert {h: snapshot(r, ["ls", "cat"]) for h, r in roots.items()} == before
 
 
-@needs_providers
 def test_swap_playbook_runs_canary_then_larger_batches(tmp_path):
     roots = dict((h, build_sandbox(str(tmp_path / h))) for h in ("h1", "h2", "h3", "h4", "h5"))
     inv = fleet_inventory(tmp_path, roots)
@@ -378,7 +364,6 @@ def test_swap_playbook_runs_canary_then_larger_batches(tmp_path):
         assert os.readlink(os.path.join(root, "usr/bin/ls")) == "%s/ls" % UUTILS_DIR
 
 
-@needs_providers
 def test_preflight_playbook_reports_and_changes_nothing(tmp_path, sandbox):
     inv = fleet_inventory(tmp_path, {"localhost": sandbox})
     before = snapshot(sandbox, ["ls", "cat"])
@@ -392,7 +377,6 @@ def test_preflight_playbook_reports_and_changes_nothing(tmp_path, sandbox):
     assert backups(sandbox, "ls") == []
 
 
-@needs_providers
 def test_preflight_playbook_fails_on_stop_unless_told_not_to(tmp_path, sandbox):
     inv = fleet_inventory(tmp_path, {"localhost": sandbox})
     # A restore with no backup is a STOP.
@@ -407,7 +391,6 @@ def test_preflight_playbook_fails_on_stop_unless_told_not_to(tmp_path, sandbox):
     assert result(run, "Preflight the swap or restore")["ansible_facts"]["switchyard_preflight"]["summary"]["stops"] == 1
 
 
-@needs_providers
 def test_rollback_playbook_by_plan_id_and_by_targets(tmp_path, sandbox):
     inv = fleet_inventory(tmp_path, {"localhost": sandbox})
     before = snapshot(sandbox, ["ls", "cat"])
@@ -428,7 +411,6 @@ def test_rollback_playbook_by_plan_id_and_by_targets(tmp_path, sandbox):
     assert snapshot(sandbox, ["ls", "cat"]) == before
 
 
-@needs_providers
 def test_prune_playbook_keeps_the_newest_backup(tmp_path, sandbox):
     inv = fleet_inventory(tmp_path, {"localhost": sandbox})
     for _unused in range(2):

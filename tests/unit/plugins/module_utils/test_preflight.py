@@ -27,7 +27,18 @@ BUSYBOX = shutil.which("busybox")
 DPKG_QUERY = shutil.which("dpkg-query")
 DPKG_DIVERT = shutil.which("dpkg-divert")
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chattr, mount, chown, chroot)")
+
+@pytest.fixture(autouse=True)
+def _as_root():
+    """Every gate here is exercised against the real kernel: chattr, mount, chown and chroot need root."""
+    assert os.geteuid() == 0, "needs root (chattr, mount, chown, chroot): run the tests as root"
+
+
+def require(tool, package):
+    """The path of `tool`, failing (not skipping) with the install hint when it is missing."""
+    assert tool, "%s missing: run scripts/install-system-deps.sh" % package
+    return tool
+
 
 SCRIPT = b"#!/bin/sh\nexit 0\n"
 
@@ -73,8 +84,7 @@ def sb(tmp_path):
 @pytest.fixture
 def chattr():
     """chattr(flag, path): a real inode flag, always cleared in teardown."""
-    if CHATTR is None:
-        pytest.skip("chattr (e2fsprogs) not installed")
+    require(CHATTR, "chattr (e2fsprogs)")
     applied = []
 
     def _set(flag, path):
@@ -171,8 +181,7 @@ def test_flagged_target_stops_via_ioctl(sb, chattr, monkeypatch, flag, field):
 
 @pytest.mark.parametrize("flag,field", [("i", "immutable"), ("a", "append_only")])
 def test_flagged_target_stops_via_lsattr_when_the_ioctl_is_unavailable(sb, chattr, monkeypatch, flag, field):
-    if LSATTR is None:
-        pytest.skip("lsattr not installed")
+    require(LSATTR, "lsattr (e2fsprogs)")
     monkeypatch.setenv(_immutable.DISABLE_IOCTL_ENV, "1")
     link = sb.link("tool")
     chattr(flag, link["target"])
@@ -271,9 +280,9 @@ def test_setuid_target(sb, level):
     _expect_level(only_row(check(sb, [link], suid_sgid=level)[0]), level, "suid_sgid")
 
 
-@pytest.mark.skipif(SETCAP is None, reason="setcap (libcap2-bin) not installed")
 @pytest.mark.parametrize("level", ["stop", "warn", "allow"])
 def test_capability_bearing_target(sb, level):
+    require(SETCAP, "setcap (libcap2-bin)")
     link = sb.link("tool")
     subprocess.run([SETCAP, "cap_net_raw+ep", link["target"]], check=True)
     row = only_row(check(sb, [link], suid_sgid=level)[0])
@@ -334,8 +343,10 @@ def test_sticky_world_writable_directory_keeps_a_root_owned_source_trusted(sb):
 
 # -- ownership / provenance ---------------------------------------------------------------------
 
-@pytest.mark.skipif(DPKG_QUERY is None or not os.path.isdir("/var/lib/dpkg/info"), reason="needs dpkg")
 def test_dpkg_owned_file_on_this_machine_reports_its_package():
+    require(DPKG_QUERY, "dpkg-query (dpkg)")
+    require(DPKG_DIVERT, "dpkg-divert (dpkg)")
+    assert os.path.isdir("/var/lib/dpkg/info"), "/var/lib/dpkg/info missing: this test needs a Debian host's dpkg database"
     root_fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
         aliases = pf.merged_usr_aliases(root_fd)
@@ -368,8 +379,9 @@ def _dpkg_db(sb, files):
     return admin
 
 
-@pytest.mark.skipif(DPKG_QUERY is None or DPKG_DIVERT is None, reason="needs dpkg")
 def test_ownership_strict_stops_only_the_unowned_target_and_notes_diversions_and_alternatives(sb):
+    require(DPKG_QUERY, "dpkg-query (dpkg)")
+    require(DPKG_DIVERT, "dpkg-divert (dpkg)")
     admin = _dpkg_db(sb, ["/usr/bin/owned", "/usr/bin/diverted"])
     subprocess.run([DPKG_DIVERT, "--admindir", admin, "--package", "sandbox-utils", "--divert",
                     "/usr/bin/diverted.distrib", "--no-rename", "--add", "/usr/bin/diverted"],
@@ -452,8 +464,9 @@ def _install_busybox(sb):
             sb.file(p, open(real, "rb").read())
 
 
-@pytest.mark.skipif(BUSYBOX is None or shutil.which("ldd") is None, reason="needs busybox and ldd")
 def test_rescue_exec_check_runs_each_tool_inside_root(sb, monkeypatch):
+    require(BUSYBOX, "busybox")
+    require(shutil.which("ldd"), "ldd (libc-bin)")
     _install_busybox(sb)
     os.makedirs(sb.host("/rescue"))
     for n in SIX:

@@ -35,8 +35,6 @@ KEYS_BY_TIER = {
 }
 KEYS_BY_TIER["full"] = KEYS_BY_TIER["extended"] | {"xattrs"}
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown, setcap and mount need root")
-
 
 # --------------------------------------------------------------------------- real filesystems
 
@@ -67,13 +65,12 @@ def umount(path):
 
 @pytest.fixture(params=["ext4", "tmpfs"])
 def fsdir(request, tmp_path):
+    assert os.geteuid() == 0, "chown, setcap and mount need root: run the tests as root"
     if request.param == "ext4":
-        if fstype(tmp_path) != "ext4":
-            pytest.skip("tmp_path is on %s, not ext4" % fstype(tmp_path))
+        assert fstype(tmp_path) == "ext4", (
+            "tmp_path is on %s, not ext4: point --basetemp at an ext4 directory" % fstype(tmp_path))
         yield tmp_path
         return
-    if os.geteuid() != 0:
-        pytest.skip("mounting tmpfs needs root")
     mnt = mount_tmpfs(tmp_path / "tmpfs")
     try:
         yield mnt
@@ -212,7 +209,6 @@ def run_unprivileged(func, *args):
 
 # --------------------------------------------------------------------------- round trips
 
-@needs_root
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("tier", TIERS)
 def test_round_trip_restores_exactly_what_the_tier_promises(fsdir, tier, backend):
@@ -242,7 +238,6 @@ def test_round_trip_restores_exactly_what_the_tier_promises(fsdir, tier, backend
         assert xattr_dump(dst) == xattr_dump(src)
 
 
-@needs_root
 def test_full_capture_records_every_xattr_base64_in_name_order(fsdir):
     src = make_source(fsdir)
     xattrs = capture(src, "full")["xattrs"]
@@ -253,7 +248,6 @@ def test_full_capture_records_every_xattr_base64_in_name_order(fsdir):
         assert base64.b64decode(xattrs[name]) == getfattr_value(src, name)
 
 
-@needs_root
 def test_extended_capture_splits_nanosecond_timestamps(fsdir):
     meta = capture(make_source(fsdir), "extended")
     assert (meta["atime_sec"], meta["atime_nsec"]) == divmod(ATIME_NS, 10 ** 9)
@@ -261,7 +255,6 @@ def test_extended_capture_splits_nanosecond_timestamps(fsdir):
     assert (meta["uid"], meta["gid"], meta["mode"], meta["tier"]) == (4242, 4343, 0o4750, "extended")
 
 
-@needs_root
 @pytest.mark.parametrize("tier", TIERS)
 def test_both_xattr_backends_capture_and_apply_identically(fsdir, tier):
     src = make_source(fsdir)
@@ -319,7 +312,6 @@ def test_capture_refuses_an_fd_of_another_file(tmp_path):
         os.close(fd)
 
 
-@needs_root
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mode=st_.integers(min_value=0, max_value=0o7777))
 def test_basic_round_trip_keeps_every_mode_bit(tmp_path, mode):
@@ -332,7 +324,6 @@ def test_basic_round_trip_keeps_every_mode_bit(tmp_path, mode):
     assert stat.S_IMODE(os.stat(str(dst)).st_mode) == mode
 
 
-@needs_root
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(atime=st_.integers(min_value=0, max_value=2 ** 33 * 10 ** 9),
        mtime=st_.integers(min_value=0, max_value=2 ** 33 * 10 ** 9))
@@ -349,7 +340,6 @@ def test_extended_round_trip_keeps_timestamps_to_the_nanosecond(tmp_path, atime,
 
 # --------------------------------------------------------------------------- degraded cases
 
-@needs_root
 @pytest.mark.parametrize("tier", ("extended", "full"))
 def test_old_sidecar_with_only_mode_reports_missing_fields_unsupported(tmp_path, tier):
     dst = fresh_copy(tmp_path)
@@ -384,7 +374,6 @@ def test_malformed_sidecar_value_is_failed_not_an_exception(tmp_path, meta, fiel
     assert field in reasons
 
 
-@needs_root
 def test_setuid_is_withheld_when_the_captured_owner_is_not_in_place(tmp_path):
     meta = capture(make_source(tmp_path), "extended")
     dst = fresh_copy(tmp_path)  # root-owned; basic does not chown
@@ -394,7 +383,6 @@ def test_setuid_is_withheld_when_the_captured_owner_is_not_in_place(tmp_path):
     assert stat.S_IMODE(os.stat(str(dst)).st_mode) == 0o750
 
 
-@needs_root
 def test_unprivileged_apply_reports_privileged_fields_unsupported(fsdir):
     meta = capture(make_source(fsdir), "full")
     has_user_xattr = user_xattr_works(fsdir)
@@ -420,7 +408,6 @@ def test_unprivileged_apply_reports_privileged_fields_unsupported(fsdir):
         assert getfattr_value(dst, USER_XATTR[0]) == USER_XATTR[1]
 
 
-@needs_root
 def test_full_apply_removes_an_acl_the_file_inherited_but_never_had(tmp_path):
     src = tmp_path / "plain"
     src.write_bytes(PAYLOAD)
@@ -452,7 +439,6 @@ def probe_keys(tier):
     return keys | set(pres.XATTR_PROBE_KEYS) if tier == "full" else keys
 
 
-@needs_root
 @pytest.mark.parametrize("tier", TIERS)
 def test_root_probe_reports_what_the_filesystem_really_does(fsdir, tier):
     before = sorted(os.listdir(str(fsdir)))
@@ -467,7 +453,6 @@ def test_root_probe_reports_what_the_filesystem_really_does(fsdir, tier):
     assert all(v["reason"] for v in result.values())
 
 
-@needs_root
 def test_unprivileged_probe_reports_owner_capability_and_trusted_unsupported(fsdir):
     scratch = fsdir / "shared"
     scratch.mkdir()
@@ -490,7 +475,6 @@ def test_unprivileged_probe_reports_owner_capability_and_trusted_unsupported(fsd
     assert os.listdir(str(scratch)) == []
 
 
-@needs_root
 def test_probe_notes_a_nosuid_mount(tmp_path):
     mnt = mount_tmpfs(tmp_path / "nosuid", "size=1m,nosuid")
     try:
@@ -501,7 +485,6 @@ def test_probe_notes_a_nosuid_mount(tmp_path):
     assert "nosuid" in result["mode"]["reason"]
 
 
-@needs_root
 def test_probe_on_a_read_only_mount_reports_everything_unsupported(tmp_path):
     mnt = mount_tmpfs(tmp_path / "ro", "size=1m,ro")
     try:
