@@ -78,7 +78,7 @@ def test_failed_fsync_with_durability_best_effort_commits_and_says_not_durable(s
     # Per action: only the action whose fsync failed is not durable; the run as a whole is not.
     results = [e for e in res.events("apply.result") if e.get("action_id")]
     flags = [e["backup_durable"] for e in results]
-    assert flags.count(False) == 1 and flags.index(False) == 2, flags  # the 2nd swap-dir fsync is action 3's
+    assert flags.count(False) == 1 and flags.index(False) == 2, flags  # the action whose swap-directory fsync was failed
     by_id = dict((a["action_id"], a["backup_durable"]) for a in res.report["actions"])
     assert [by_id[e["action_id"]] for e in results] == flags
     assert ck.check_consistent(small) == "link"
