@@ -9,8 +9,9 @@ name: redact
 short_description: Redact a switchyard report for dry-run/commit parity comparisons
 version_added: 0.1.0
 description:
-  - Zeroes timestamps and removes run and event ids, durations, hashes, lock measurements, backup names and
-    the after-state, so that the report of a check-mode run equals the report of the commit that follows it.
+  - Zeroes timestamps and removes run and event ids, durations, hashes, lock measurements, backup names,
+    the after-state and the smoke results (smoke checks run only on commit), so that the report of a
+    check-mode run equals the report of the commit that follows it.
 positional: _input
 options:
   _input:

@@ -43,9 +43,15 @@ REMOVED_KEYS = frozenset((
     "run_id", "event_id", "dry_run", "lock_wait_ms", "lock_attempts", "lock_backend",
     "before_hash", "after_hash", "payload_hash", "sha256", "backup", "backup_durable", "duration_ms",
     "created_ms", "recovered_run_id", "mode", "owner", "after",
+    # Smoke checks run only when the swap is committed: their results and the event carrying them.
+    "smoke",
 ))
 ZEROED_KEYS = frozenset(("ts",))
 ZERO_TS = "1970-01-01T00:00:00.000000Z"
+
+
+def _is_commit_only_event(value):
+    return isinstance(value, dict) and "stage" in value and "event_id" in value and "smoke" in value
 
 
 def redact(value):
@@ -58,5 +64,5 @@ def redact(value):
             out[k] = ZERO_TS if k in ZEROED_KEYS else redact(v)
         return out
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [redact(v) for v in value if not _is_commit_only_event(v)]
     return copy.deepcopy(value)

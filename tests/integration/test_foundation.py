@@ -59,10 +59,8 @@ def test_apply_rerun_check_restore_cycle(tmp_path, python):
     assert drep["dry_run"] is True and rrep["dry_run"] is False
     assert r.result("files after dry")["stat"]["islnk"] is False
     # parity: check-mode facts equal commit facts after redaction (smoke runs only on commit)
-    rd, rr = redact(drep), redact(rrep)
-    rr.pop("smoke"), rd.pop("smoke")
-    rr["events"] = [e for e in rr["events"] if e.get("msg") != "smoke checks"]
-    assert rd == rr
+    assert any("smoke" in e for e in rrep["events"]) and rrep["smoke"]
+    assert redact(drep) == redact(rrep)
     # three links, each with one complete backup whose sidecar hash equals the original bytes
     assert real["changed"] is True
     for n in names:
