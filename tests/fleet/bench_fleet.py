@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fleet benchmark: swap K coreutils to uutils on N hosts over SSH, two ways.
 
 Prints wall times (asserts nothing; numbers depend on the machine and its load):
@@ -27,9 +26,7 @@ each way back the original bytes.
 Needs root (the fleet), mmdebstrap (unless --bases-from), the venv's Ansible.
 """
 import argparse
-import json
 import os
-import shlex
 import sys
 import time
 
@@ -152,7 +149,7 @@ class Bench(object):
         def add(name, secs):
             rows.setdefault(name, []).append(secs)
 
-        for _ in range(repeat):
+        for _unused in range(repeat):
             add("collection: swap playbook, production, one batch", self.timed(
                 "switchyard.fs.swap", {"swap_batches": "100%"}))
             self.check(True)
@@ -182,7 +179,7 @@ class Bench(object):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--hosts", type=int, action="append", help="fleet sizes (default 5)")
     ap.add_argument("--tools", type=int, default=10, help="binaries swapped per host (default 10)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the minimum is printed")

@@ -25,7 +25,6 @@ import shlex
 
 import pytest
 
-import fleet as fleetlib
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import redact
 
 pytestmark = pytest.mark.xdist_group("fleet")
