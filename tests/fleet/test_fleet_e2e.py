@@ -67,6 +67,7 @@ left += [p for p in (%r, %r) if os.path.lexists(p)]
 print(json.dumps({"info": info, "left": left}))
 """ % (STATE_DIR, LOCK)
 
+
 def task_results(run, suffix):
     """{host: result} of the task whose name is ``suffix`` (with or without role prefix),
     over every play (the swap playbook runs one play per batch)."""
