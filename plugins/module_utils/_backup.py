@@ -122,13 +122,20 @@ def read_sidecar(dir_fd, name):
     return meta
 
 
-def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, same_fs):
+def content_key(st):
+    """Changes whenever the bytes can have changed: any write updates mtime and ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, same_fs, known_hash=None):
     """Back up the current entry of target (st = its lstat) into dir_fd.
 
     file: hard link (same inode, all metadata) when same_fs, else copy + metadata + fsync.
     symlink: a new symlink with the same text.  absent: sidecar only.
     The sidecar is written last (temp, fsync, rename, fsync dir): without it the backup is
-    incomplete and never selected for restore."""
+    incomplete and never selected for restore.
+    known_hash: (content_key, sha256) from an earlier read of the same entry, reused when the file is
+    provably unchanged so a large binary is read once per apply."""
     fs.remove_dead_temps(target.parent_fd, target.name)  # e.g. from a restore that was killed
     kind = fs.kind_of(st)
     pname = payload_name(target.name, tag, ms)
@@ -145,7 +152,10 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
                                          path=target.rel)
             meta.update(pres.capture_metadata(fst, fd, policy.preservation_tier))
             meta["size"] = fst.st_size
-            meta["payload_hash"] = fs.sha256_fd(fd)
+            if known_hash is not None and known_hash[1] and known_hash[0] == content_key(fst):
+                meta["payload_hash"] = known_hash[1]
+            else:
+                meta["payload_hash"] = fs.sha256_fd(fd)
             if same_fs:
                 fs.hardlink_at(target.parent_fd, target.name, dir_fd, pname)
                 meta["backup_method"] = "hardlink"

@@ -702,7 +702,8 @@ def _apply_one(run, la, bdir):
     failures_before = len(run.durability.failures)
     la.backup = bk.create_backup(la.target, st, bdir, la.backup_ms, run.s.backup_tag,
                                  {"plan_id": run.rep.plan_id, "action_id": la.action.action_id}, run.policy,
-                                 run.durability, run.run_id, same)
+                                 run.durability, run.run_id, same,
+                                 known_hash=(bk.content_key(la.st), (la.before or {}).get("sha256")) if la.st else None)
     fs.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id, run.durability)
     # Per action: did every fsync of *this* action's backup and swap succeed (best-effort mode records failures).
     la.backup_durable = len(run.durability.failures) == failures_before

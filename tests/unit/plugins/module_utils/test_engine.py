@@ -119,3 +119,28 @@ def test_preflight_changes_nothing_even_outside_check_mode(tmp_path):
     assert not os.path.exists(sb.p("/run/lock/switchyard.lock"))
     rows = dict((r["op"], r) for r in rep["rows"])
     assert rows["link"]["policy_ok"] is True and rows["restore"]["restore_ready"] is False
+
+
+def test_backup_rehashes_when_the_file_changed_after_it_was_first_read(tmp_path):
+    """The apply's earlier hash is reused only while (inode, size, mtime, ctime) prove the bytes unchanged."""
+    from ansible_collections.switchyard.fs.plugins.module_utils import _backup as bk
+    from ansible_collections.switchyard.fs.plugins.module_utils._fsatoms import Durability, sha256_at
+    from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
+    from ansible_collections.switchyard.fs.plugins.module_utils._safepath import resolve_beneath
+    sb = make_sandbox(tmp_path, synthetic=1)
+    target = resolve_beneath(sb.root, sb.p("/usr/bin/f000"))
+    try:
+        st_before = target.lstat()
+        stale = (bk.content_key(st_before), "0" * 64)
+        with open(sb.p("/usr/bin/f000"), "ab") as f:
+            f.write(b"changed in place\n")
+        ids = {"plan_id": "3c6becf8-ea2d-5597-a6e6-df617407157b", "action_id": "3c6becf8-ea2d-5597-a6e6-df617407157b"}
+        b = bk.create_backup(target, target.lstat(), target.parent_fd, 1, "switchyard", ids, resolve_policy(),
+                             Durability(True), "0" * 36, True, known_hash=stale)
+        assert b.meta["payload_hash"] == sha256_at(target.parent_fd, b.payload) != "0" * 64
+        fresh = (bk.content_key(target.lstat()), "f" * 64)
+        b2 = bk.create_backup(target, target.lstat(), target.parent_fd, 2, "switchyard", ids, resolve_policy(),
+                              Durability(True), "0" * 36, True, known_hash=fresh)
+        assert b2.meta["payload_hash"] == "f" * 64  # reused: nothing could have changed
+    finally:
+        target.close()
