@@ -75,11 +75,18 @@ def _flags(result):
     return (result["method"], result["immutable"], result["append_only"], result["reliable"])
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "aarch64"),
-                    reason="0x80086601 is FS_IOC_GETFLAGS only in the 64-bit asm-generic ioctl encoding "
-                           "(x86_64, aarch64); this architecture encodes _IOR differently")
-def test_request_number_matches_kernel_headers_on_64bit():
-    assert _immutable.FS_IOC_GETFLAGS == 0x80086601
+# FS_IOC_GETFLAGS as the kernel headers of each architecture define it (_IOR('f', 1, long)).
+KERNEL_FS_IOC_GETFLAGS = {
+    "x86_64": 0x80086601, "aarch64": 0x80086601, "riscv64": 0x80086601, "s390x": 0x80086601,
+    "i686": 0x80046601, "armv7l": 0x80046601, "ppc64le": 0x40086601, "ppc64": 0x40086601,
+}
+
+
+def test_request_number_matches_kernel_headers():
+    machine = platform.machine()
+    assert machine in KERNEL_FS_IOC_GETFLAGS, (
+        "no known FS_IOC_GETFLAGS for %s: add it from the kernel headers (asm/ioctl.h encoding)" % machine)
+    assert _immutable.FS_IOC_GETFLAGS == KERNEL_FS_IOC_GETFLAGS[machine]
 
 
 def test_plain_file_is_not_immutable(tmp_path, dirfd, method):
