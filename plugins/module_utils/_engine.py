@@ -395,7 +395,7 @@ def _link_rows(run, acts):
     return rows, rescue
 
 
-def _finish_rows(run, rows, stage="preflight"):
+def _finish_rows(run, rows):
     """Sorted rows, one preflight event each, a preflight.summary; returns (rows, stops).
 
     override_preflight turns every STOP into a warning (the row keeps policy_ok false and says overridden)."""
@@ -456,12 +456,6 @@ def _file_state(dir_fd, name, st=None):
         out["sha256"] = fs.sha256_at(dir_fd, name)
         out["size"] = st.st_size
     return out
-
-
-def _summary(rows_or_actions, run, **extra):
-    s = {"dry_run": run.s.check_mode}
-    s.update(extra)
-    return s
 
 
 def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=True):
