@@ -544,7 +544,15 @@ def apply(settings, links, smoke=None):
         if run.policy.smoke == "required" and checks is None:
             checks = "resolve"
         run.rep.event("plan", actions=len(acts), preset=run.policy.preset)
-        run.take_lock()
+        try:
+            run.take_lock()
+        except LockingError as e:
+            # Report the real wait and attempt count: nothing was touched.
+            run.rep.event("apply.attempt", "failure", msg=e.msg, **run.lock_facts)
+            base = {"root": settings.root, "preset": run.policy.preset, "policy": run.policy.as_dict(), "rows": [],
+                    "recovery": []}
+            base.update(run.lock_facts)
+            return _apply_report(run, acts, base, e, [], False), e, run.rep.warnings
         run.recover()
         if run.recovery:
             # Recovery may have changed the targets resolved above: resolve them again.
