@@ -554,12 +554,12 @@ def apply(settings, links, smoke=None):
             base.update(run.lock_facts)
             return _apply_report(run, acts, base, e, [], False), e, run.rep.warnings
         run.recover()
-        if run.recovery:
-            # Recovery may have changed the targets resolved above: resolve them again.
-            stale, acts = acts, []
-            for la in stale:
-                la.target.close()
-            plan, acts = _resolve_links(run, norm)
+        # Resolved above only to reject bad input before touching anything (the lock file included);
+        # what another run or the recovery changed while we waited is seen only from under the lock.
+        stale, acts = acts, []
+        for la in stale:
+            la.target.close()
+        plan, acts = _resolve_links(run, norm)
         rows, _rescue = _link_rows(run, acts)
         rows, stops = _finish_rows(run, rows)
         todo = [la for la in acts if not la.noop]
