@@ -25,20 +25,6 @@ def _root_and_chattr():
 
 
 @pytest.fixture
-def chattr():
-    """chattr(flag, path): set a real inode flag, always cleared in teardown."""
-    applied = []
-
-    def _set(flag, path):
-        subprocess.run([CHATTR, "+" + flag, str(path)], check=True)
-        applied.append((flag, str(path)))
-
-    yield _set
-    for flag, path in reversed(applied):
-        subprocess.run([CHATTR, "-" + flag, path], check=False)
-
-
-@pytest.fixture
 def dirfd(tmp_path):
     fd = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     yield fd

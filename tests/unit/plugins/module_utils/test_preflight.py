@@ -20,7 +20,6 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _preflight as
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
 
-CHATTR = shutil.which("chattr")
 SETCAP = shutil.which("setcap")
 LSATTR = shutil.which("lsattr")
 BUSYBOX = shutil.which("busybox")
@@ -79,21 +78,6 @@ class Sandbox(object):
 @pytest.fixture
 def sb(tmp_path):
     return Sandbox(tmp_path / "root")
-
-
-@pytest.fixture
-def chattr():
-    """chattr(flag, path): a real inode flag, always cleared in teardown."""
-    require(CHATTR, "chattr (e2fsprogs)")
-    applied = []
-
-    def _set(flag, path):
-        subprocess.run([CHATTR, "+" + flag, str(path)], check=True)
-        applied.append((flag, str(path)))
-
-    yield _set
-    for flag, path in reversed(applied):
-        subprocess.run([CHATTR, "-" + flag, path], check=False)
 
 
 @pytest.fixture
