@@ -18,6 +18,7 @@ ERROR_TABLE = {
     "E_BACKUP_MISSING": (60, "no complete backup to restore"),
     "E_RESTORE_FAILED": (70, "restore or rollback failed, or the backup hash does not match"),
     "E_SMOKE": (80, "a smoke check failed (after automatic rollback)"),
+    "E_INTERNAL": (90, "an unexpected exception (after rollback of whatever was changed)"),
 }
 
 
@@ -79,8 +80,14 @@ class SmokeError(SwitchyardError):
     error_id = "E_SMOKE"
 
 
+class InternalError(SwitchyardError):
+    """An unexpected exception (an engine bug or an errno nobody planned for), reported with its own id."""
+
+    error_id = "E_INTERNAL"
+
+
 ERROR_CLASSES = dict(
     (cls.error_id, cls)
     for cls in (PolicyError, OwnershipError, LockingError, AtomicSwapError, ExdevError,
-                BackupMissingError, RestoreFailedError, SmokeError)
+                BackupMissingError, RestoreFailedError, SmokeError, InternalError)
 )

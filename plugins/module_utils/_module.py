@@ -100,7 +100,7 @@ def run_module(spec, stage, call):
                          summary_error_ids=e.summary_error_ids, rolled_back=False, rolled_back_paths=[], changed=False)
     except Exception as e:  # noqa: broad-except -- an engine bug must still fail clearly, with the trace
         module.fail_json(msg="switchyard internal error: %s" % e, exception=traceback.format_exc(),
-                         error_id="E_ATOMIC_SWAP", exit_code=40, summary_error_ids=["E_ATOMIC_SWAP"], changed=False)
+                         error_id="E_INTERNAL", exit_code=90, summary_error_ids=["E_INTERNAL"], changed=False)
     for w in warnings:
         module.warn(w)
     result = {"changed": bool(report.pop("changed", False)), "plan_id": report["plan_id"],
