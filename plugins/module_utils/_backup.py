@@ -103,12 +103,22 @@ class BackupStore(object):
         found.sort(key=lambda b: b.ms, reverse=True)
         return found
 
-    def next_ms(self, target, dir_fd, now_ms):
-        """A timestamp whose payload and sidecar names are both free (bumped past collisions)."""
+    def next_ms(self, target, dir_fd, now_ms, reserved=None):
+        """A timestamp whose payload and sidecar names are both free (bumped past collisions) and not already
+        reserved by another action of the same plan; the names are added to `reserved`, a set the plan keeps
+        until it is done, so no two actions can ever choose the same backup names."""
+        dst = os.fstat(dir_fd)
         ms = now_ms
-        while (fs.lstat_at(dir_fd, payload_name(target.name, self.tag, ms)) is not None
-               or fs.lstat_at(dir_fd, sidecar_name(target.name, self.tag, ms)) is not None):
+        while True:
+            names = (payload_name(target.name, self.tag, ms), sidecar_name(target.name, self.tag, ms))
+            keys = [(dst.st_dev, dst.st_ino, n) for n in names]
+            taken = (reserved is not None and any(k in reserved for k in keys)) or any(
+                fs.lstat_at(dir_fd, n) is not None for n in names)
+            if not taken:
+                break
             ms += 1
+        if reserved is not None:
+            reserved.update(keys)
         return ms
 
 
@@ -130,10 +140,11 @@ def content_key(st):
 def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, same_fs, known_hash=None):
     """Back up the current entry of target (st = its lstat) into dir_fd.
 
-    file: hard link (same inode, all metadata) when same_fs, else copy + metadata + fsync.
+    file: the open, checked and hashed inode gets the backup name (linkat of the fd: same inode, all
+    metadata) when same_fs, else its bytes are copied from that fd (hashed as copied) + metadata + fsync.
     symlink: a new symlink with the same text.  absent: sidecar only.
     The sidecar is written last (temp, fsync, rename, fsync dir): without it the backup is
-    incomplete and never selected for restore.
+    incomplete and never selected for restore.  Backup.expect is the lstat the swap must find.
     known_hash: (content_key, sha256) from an earlier read of the same entry, reused when the file is
     provably unchanged so a large binary is read once per apply."""
     fs.remove_dead_temps(target.parent_fd, target.name)  # e.g. from a restore that was killed
@@ -143,34 +154,47 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
             "plan_id": ids["plan_id"], "action_id": ids["action_id"], "run_id": run_id,
             "prior_kind": kind, "hash_alg": fs.HASH_ALG, "payload": None, "payload_hash": None,
             "prior_link_target": None, "backup_method": "none", "tier": policy.preservation_tier}
+    expect = None
     if kind == "file":
         fd = fs.open_file_at(target.parent_fd, target.name)
         try:
             fst = os.fstat(fd)
             if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                raise RestoreFailedError("%s changed while it was being backed up; nothing was swapped, retry" % target.rel,
-                                         path=target.rel)
+                raise fs.EntryChanged(errno.EAGAIN, "%s changed while it was being backed up; nothing was swapped, "
+                                                    "retry" % target.rel)
+            _hazards_of_open_file(target.rel, fd, fst, policy)
             meta.update(pres.capture_metadata(fst, fd, policy.preservation_tier))
             meta["size"] = fst.st_size
-            if known_hash is not None and known_hash[1] and known_hash[0] == content_key(fst):
-                meta["payload_hash"] = known_hash[1]
-            else:
-                meta["payload_hash"] = fs.sha256_fd(fd)
             if same_fs:
-                fs.hardlink_at(target.parent_fd, target.name, dir_fd, pname)
+                if known_hash is not None and known_hash[1] and known_hash[0] == content_key(fst):
+                    meta["payload_hash"] = known_hash[1]
+                else:
+                    meta["payload_hash"] = fs.sha256_fd(fd)
+                fs.link_fd_at(fd, dir_fd, pname)
                 meta["backup_method"] = "hardlink"
             else:
                 if not policy.allow_degraded_fs:
                     raise ExdevError("the backup directory for %s is on another filesystem; set policy.allow_degraded_fs: true "
                                      "to back up by copy, or use a backup directory on the same filesystem" % target.rel,
                                      path=target.rel)
-                _copy_payload(fd, dir_fd, pname, meta, policy, durability, run_id)
+                meta["payload_hash"] = _copy_payload(fd, dir_fd, pname, meta, policy, durability, run_id)
                 meta["backup_method"] = "copy"
+            # Linking moves ctime, so the swap compares against the state after the backup was made; bytes
+            # written while they were hashed or copied move mtime or size.
+            expect = os.fstat(fd)
+            if (expect.st_size, expect.st_mtime_ns) != (fst.st_size, fst.st_mtime_ns):
+                fs.unlink_at(dir_fd, pname)
+                raise fs.EntryChanged(errno.EAGAIN, "%s was written while it was being backed up; nothing was "
+                                                    "swapped, retry" % target.rel)
         finally:
             os.close(fd)
         meta["payload"] = pname
     elif kind == "symlink":
         text = fs.readlink_at(target.parent_fd, target.name)
+        expect = target.lstat()
+        if expect is None or (expect.st_dev, expect.st_ino) != (st.st_dev, st.st_ino):
+            raise fs.EntryChanged(errno.EAGAIN, "%s changed while it was being backed up; nothing was swapped, "
+                                                "retry" % target.rel)
         os.symlink(text, pname, dir_fd=dir_fd)
         meta.update({"payload": pname, "prior_link_target": text, "backup_method": "symlink",
                      "mode": stat.S_IMODE(st.st_mode)})
@@ -182,15 +206,35 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     data = (json.dumps(meta, sort_keys=True, indent=1) + "\n").encode("utf-8")
     fs.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600)
     fs.fault_point("after_sidecar")
-    return Backup(dir_fd, ms, sname, meta)
+    backup = Backup(dir_fd, ms, sname, meta)
+    backup.expect = expect
+    return backup
+
+
+def _hazards_of_open_file(rel, fd, fst, policy):
+    """The setuid/setgid/capability and hard-link gates again, on the very file being backed up: a mode
+    toggled after preflight's lstat must not slip through into a sidecar (and later onto a restored file)."""
+    if policy.override_preflight:
+        return  # the operator chose to override these STOPs; preflight already turned them into warnings
+    if policy.suid_sgid == "stop":
+        if fst.st_mode & (stat.S_ISUID | stat.S_ISGID):
+            raise PolicyError("%s became setuid/setgid (mode %04o) after preflight; nothing was swapped for it "
+                              "(policy.suid_sgid is stop)" % (rel, stat.S_IMODE(fst.st_mode)), path=rel)
+        if pres.has_capability_fd(fd):
+            raise PolicyError("%s gained file capabilities after preflight; nothing was swapped for it "
+                              "(policy.suid_sgid is stop)" % rel, path=rel)
+    if policy.hardlinks == "stop" and fst.st_nlink > 1:
+        raise PolicyError("%s gained %d hard links after preflight; nothing was swapped for it (policy.hardlinks is "
+                          "stop)" % (rel, fst.st_nlink - 1), path=rel)
 
 
 def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id):
+    """Copy the open file's bytes into a new payload; returns the sha256 of exactly the bytes copied."""
     tmp = fs.temp_name(pname, run_id)
     out = fs.create_exclusive_at(dir_fd, tmp, 0o600)
     try:
         try:
-            fs.copy_fd(src_fd, out)
+            digest, _size = fs.copy_hashed(src_fd, out)
             # The sidecar records what the backup directory's filesystem kept of the tier, so a
             # degraded copy is visible instead of silent (restore still applies the captured values).
             meta["backup_preservation"] = _apply_meta(out, meta, policy.preservation_tier)
@@ -201,6 +245,7 @@ def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id):
     except BaseException:
         fs.unlink_at(dir_fd, tmp)
         raise
+    return digest
 
 
 def verify_backup(backup, policy):
@@ -275,16 +320,21 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
             out = fs.create_exclusive_at(target.parent_fd, tmp, 0o600)
             try:
                 try:
-                    fs.copy_fd(src, out)
+                    _copy_verified(src, out, backup, target.rel)
                     applied = _apply_meta(out, backup.meta, policy.preservation_tier)
                     durability.fsync(out, "restored %s" % target.rel)
                 finally:
                     os.close(out)
                 fs.fault_point("before_rename")
-                fs.rename_at(target.parent_fd, tmp, target.parent_fd, target.name)
             except BaseException:
                 fs.unlink_at(target.parent_fd, tmp)
                 raise
+            try:
+                # The target must still be what the restore inspected: a file written there meanwhile stays.
+                fs.replace_checked(target.parent_fd, tmp, target.name, st)
+            except fs.EntryChanged:
+                raise RestoreFailedError("%s changed while it was being restored (a concurrent writer?); the new "
+                                         "content was left in place and the backup is kept" % target.rel, path=target.rel)
         finally:
             os.close(src)
         fs.fault_point("after_rename")
@@ -295,6 +345,21 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
         fs.unlink_at(backup.dir_fd, backup.sidecar)
         durability.fsync(backup.dir_fd, "backup directory of %s" % target.rel)
     return applied
+
+
+def _copy_verified(src, out, backup, rel):
+    """Copy the payload from one open fd, hashing exactly the bytes copied, then re-read what was written:
+    both must be the sidecar's hash, so a payload rewritten after verify_backup is never restored."""
+    expected = backup.meta.get("payload_hash")
+    copied, _size = fs.copy_hashed(src, out)
+    if expected is None:
+        return  # best_effort_restore of a sidecar without a hash (verify_backup allowed it)
+    if copied != expected:
+        raise RestoreFailedError("backup %s changed after it was verified (its bytes no longer match the sidecar); "
+                                 "the target was not touched" % backup.payload, path=rel)
+    if fs.sha256_fd(out) != expected:
+        raise RestoreFailedError("the restored copy of %s does not read back as the backup's bytes (a failing disk?); "
+                                 "the target was not touched" % rel, path=rel)
 
 
 def _apply_meta(fd, meta, tier):

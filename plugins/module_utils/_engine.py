@@ -5,9 +5,11 @@
 
 from __future__ import absolute_import, division, print_function
 
+import errno
 import os
 import stat
 import time
+import traceback
 import uuid
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
@@ -18,13 +20,13 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _preflight as
 from ansible_collections.switchyard.fs.plugins.module_utils import _smoke
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     SwitchyardError, PolicyError, LockingError, AtomicSwapError, RestoreFailedError, SmokeError,
-    BackupMissingError, ERROR_CLASSES)
+    BackupMissingError, InternalError, ERROR_CLASSES)
 from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock, LockUnavailableError
 from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action, Plan
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
 from ansible_collections.switchyard.fs.plugins.module_utils._report import Reporter
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
-    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, host_path_beneath)
+    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, host_path_beneath, NAME_MAX)
 
 
 def _now_ms():
@@ -265,9 +267,53 @@ def _normalize_links(settings, links):
                               % (i, link["target"], seen[trel]))
         if trel == srel:
             raise PolicyError("links[%d]: source and target are both %r" % (i, link["target"]))
+        _check_backup_name_budget(settings, trel, "links[%d].target" % i, link["target"])
         seen[trel] = i
-        out.append({"target": trel, "source": srel, "target_host": link["target"], "source_host": link["source"]})
+        out.append({"target": trel, "source": srel, "target_host": link["target"], "source_host": link["source"],
+                    "index": i})
     return out
+
+
+def _check_backup_name_budget(settings, rel, option, given):
+    """The longest name a run derives from a target (the temp name of its sidecar) must fit in one component:
+    a name that cannot work is refused here, not discovered halfway through an apply."""
+    name = rel.rsplit("/", 1)[-1]
+    longest = fs.temp_name(bk.sidecar_name(name, settings.backup_tag, 10 ** 14), "0" * 36)
+    if len(os.fsencode(longest)) > NAME_MAX:
+        raise PolicyError("%s=%r: its backup and temp names would be %d bytes, over the %d-byte limit of a file name; "
+                          "use a shorter backup_tag (now %r) or a shorter file name"
+                          % (option, given, len(os.fsencode(longest)), NAME_MAX, settings.backup_tag))
+
+
+def _reject_aliases(resolved, labels):
+    """Two inputs naming one directory entry (however spelled: /bin/ls and /usr/bin/ls on a merged-/usr root)
+    are one target: refuse the plan, naming both.  Identity is (parent dev, parent inode, name)."""
+    seen = {}
+    for r, label in zip(resolved, labels):
+        key = _entry_key(r.parent_fd, r.name)
+        if key in seen:
+            raise PolicyError("%s and %s name the same file (%s); list each target once"
+                              % (seen[key], label, r.real_rel))
+        seen[key] = label
+
+
+def _check_target_aliases(run, rels, option):
+    """Refuse restore/prune targets that name one entry twice (before the lock, before anything is touched)."""
+    resolved = []
+    try:
+        for i, rel in enumerate(rels):
+            resolved.append(resolve_beneath(run.s.root, os.path.join(run.s.root, rel.lstrip("/")),
+                                            "%s[%d]" % (option, i), run.root_fd))
+        _reject_aliases(resolved, ["%s[%d]=%r" % (option, i, os.path.join(run.s.root, rel.lstrip("/")))
+                                   for i, rel in enumerate(rels)])
+    finally:
+        for r in resolved:
+            r.close()
+
+
+def _entry_key(dir_fd, name):
+    st = os.fstat(dir_fd)
+    return (st.st_dev, st.st_ino, name)
 
 
 def _normalize_targets(settings, targets, option="targets"):
@@ -276,11 +322,32 @@ def _normalize_targets(settings, targets, option="targets"):
     rels, seen = [], set()
     for i, t in enumerate(targets):
         rel = relative_to_root(settings.root, t, "%s[%d]" % (option, i))
+        _check_backup_name_budget(settings, rel, "%s[%d]" % (option, i), t)
         if rel in seen:
             raise PolicyError("%s[%d]=%r is listed twice" % (option, i, t))
         seen.add(rel)
         rels.append(rel)
     return rels
+
+
+def _inspect_entry(target, label):
+    """(lstat, link text or None) of one consistent state of the entry: a symlink replaced between the lstat
+    and the readlink is looked at again, a few times, then reported as a clean error."""
+    for _attempt in range(5):
+        st = target.lstat()
+        if st is None or not stat.S_ISLNK(st.st_mode):
+            return st, None
+        try:
+            text = fs.readlink_at(target.parent_fd, target.name)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOENT):
+                continue
+            raise
+        again = target.lstat()
+        if again is not None and (again.st_dev, again.st_ino) == (st.st_dev, st.st_ino):
+            return st, text
+    raise AtomicSwapError("%s keeps changing while it is inspected (another process is replacing it); nothing was "
+                          "done for it: retry when it is quiet" % label, path=label)
 
 
 class LinkAction(object):
@@ -289,13 +356,14 @@ class LinkAction(object):
         self.link = link
         self.target = target
         self.src_info = src_info  # (real_rel, stat) of the source's final file
-        self.st = target.lstat()
+        self.st, self.link_text = _inspect_entry(target, link["target_host"])
         self.kind = fs.kind_of(self.st)
-        self.noop = self.kind == "symlink" and fs.readlink_at(target.parent_fd, target.name) == link["source"]
+        self.noop = self.kind == "symlink" and self.link_text == link["source"]
         self.row = None
         self.backup = None
         self.backup_durable = None
         self.backup_ms = None
+        self.swap_method = None
         self.before = None
         self.result = None
 
@@ -312,40 +380,62 @@ def _plan_of(norm):
 
 
 def _resolve_links(run, norm):
+    """Resolve every link beneath root; refuse aliased targets and sources that lead to a target of the plan."""
     plan = _plan_of(norm)
     by_target = dict((l["target"], l) for l in norm)
+    links = [by_target[a.target] for a in plan.actions]
+    targets = []
     acts = []
     try:
-        for a in plan.actions:
-            link = by_target[a.target]
-            target = resolve_beneath(run.s.root, link["target_host"], "target %s" % link["target_host"], run.root_fd)
-            try:
-                sfd, sparent, sname = follow_beneath(run.root_fd, link["source"], "source %s" % link["source_host"])
-            except PolicyError as e:
-                target.close()
-                raise PolicyError("source %s does not resolve inside root: %s; install the provider or fix the path"
-                                  % (link["source_host"], e.msg))
-            try:
-                sst = fs.lstat_at(sfd, sname)
-                if sst is None:
-                    target.close()
-                    raise PolicyError("source %s does not exist; install the provider first or fix links[].source"
-                                      % link["source_host"])
-                src_real = (sparent.rstrip("/") + "/" + sname)
-                smount = _mounts.mount_status(sfd)
-            finally:
-                os.close(sfd)
+        for link in links:
+            targets.append(resolve_beneath(run.s.root, link["target_host"], "target %s" % link["target_host"],
+                                           run.root_fd))
+        _reject_aliases(targets, ["links[%d].target=%r" % (l["index"], l["target_host"]) for l in links])
+        target_keys = dict((_entry_key(t.parent_fd, t.name), l) for t, l in zip(targets, links))
+        for a, link, target in zip(plan.actions, links, targets):
+            src_real, sst, smount = _resolve_source(run, link, target_keys)
             la = LinkAction(a, link, target, (src_real, sst, smount))
+            acts.append(la)
             if la.kind in ("directory", "other"):
-                acts.append(la)
                 raise PolicyError("target %s is a %s; only files, symlinks and absent paths can be replaced by a link"
                                   % (link["target_host"], la.kind))
-            acts.append(la)
     except BaseException:
-        for la in acts:
-            la.target.close()
+        for t in targets:
+            t.close()
         raise
     return plan, acts
+
+
+class _SourceLoopError(PolicyError):
+    """A source chain that reaches a target of its own plan."""
+
+
+def _resolve_source(run, link, target_keys):
+    """(in-root real path, lstat, mount status) of the file the source finally resolves to.  A source whose
+    chain passes through any target of the plan would make the new link point at itself (or at another
+    link of the same plan): invalid input."""
+    def visit(dir_fd, name):
+        hit = target_keys.get(_entry_key(dir_fd, name))
+        if hit is not None:
+            what = ("itself" if hit is link else "links[%d].target=%r, which this plan replaces"
+                    % (hit["index"], hit["target_host"]))
+            raise _SourceLoopError("links[%d].source=%r resolves to %s; the swap would create a link loop: point the source "
+                              "at the provider's real file" % (link["index"], link["source_host"], what))
+    try:
+        sfd, sparent, sname = follow_beneath(run.root_fd, link["source"], "source %s" % link["source_host"], visit)
+    except _SourceLoopError:
+        raise
+    except PolicyError as e:
+        raise PolicyError("source %s does not resolve inside root: %s; install the provider or fix the path"
+                          % (link["source_host"], e.msg))
+    try:
+        sst = fs.lstat_at(sfd, sname)
+        if sst is None:
+            raise PolicyError("source %s does not exist; install the provider first or fix links[].source"
+                              % link["source_host"])
+        return (sparent.rstrip("/") + "/" + sname), sst, _mounts.mount_status(sfd)
+    finally:
+        os.close(sfd)
 
 
 def _link_rows(run, acts):
@@ -384,8 +474,7 @@ def _link_rows(run, acts):
         if not la.noop:
             pf.immutable_gate(row, policy, la.target.parent_fd, la.target.name)
             pf.hazard_gates(row, policy, la.st, la.target.parent_fd, la.target.name)
-            text = fs.readlink_at(la.target.parent_fd, la.target.name) if la.kind == "symlink" else None
-            pf.ownership_gate(row, policy, names[la.link["target"]], la.st, db, text, alternatives)
+            pf.ownership_gate(row, policy, names[la.link["target"]], la.st, db, la.link_text, alternatives)
             pf.backup_gates(row, ctx, run.store, run.s.backup_dir_rel, la.target, la.kind)
         else:
             d["immutable_detection_method"] = "not_applicable"
@@ -472,6 +561,7 @@ def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=
     acts = []
     try:
         run.rep.event("plan", actions=len(actions), preset=run.policy.preset)
+        _check_target_aliases(run, rrels, "restores")
         run.recover()
         rows = []
         if norm:
@@ -606,10 +696,11 @@ def _commit(run, plan, acts, todo, checks, base):
             jdir = jr.open_state_dir(run.root_fd, s.state_rel.strip("/").split("/"), create=True,
                                      durability=run.durability)
             jactions = []
+            reserved = set()  # backup names of the whole plan, chosen before the first mutation
             for la in todo:
                 bdir = run.store.dir_for(la.target, create=True, durability=run.durability)
                 bdirs[la.action.action_id] = bdir
-                la.backup_ms = run.store.next_ms(la.target, bdir, now)
+                la.backup_ms = run.store.next_ms(la.target, bdir, now, reserved)
                 jactions.append({"action_id": la.action.action_id, "target": la.link["target"],
                                  "link_text": la.link["source"], "backup_ms": la.backup_ms, "prior_kind": la.kind})
             journal = jr.Journal.begin(jdir, run.run_id, {
@@ -629,7 +720,7 @@ def _commit(run, plan, acts, todo, checks, base):
             try:
                 _apply_one(run, la, bdirs[la.action.action_id])
                 done.append(la)
-            except (SwitchyardError, OSError) as e:
+            except Exception as e:  # noqa: broad-except -- after the first mutation every failure rolls back
                 failed = la
                 done.append(la)
                 err = _classify(e, la)
@@ -640,13 +731,18 @@ def _commit(run, plan, acts, todo, checks, base):
                 pass  # advisory only: recovery decides from the filesystem, never from progress records
         smoke_results = []
         if err is None and checks is not None:
-            smoke_results = _smoke.run_checks(s.root, checks, [l.link for l in acts],
-                                              lambda rel: host_path_beneath(s.root, run.root_fd, rel))
-            bad = [r for r in smoke_results if not r["ok"]]
-            run.rep.event("apply.result", "failure" if bad else "success", msg="smoke checks",
-                          smoke=[dict(r) for r in smoke_results])
-            if bad:
-                err = SmokeError("smoke check failed: %s" % "; ".join("%s: %s" % (r["name"], r["detail"]) for r in bad))
+            try:
+                smoke_results = _smoke.run_checks(s.root, checks, [l.link for l in acts],
+                                                  lambda rel: host_path_beneath(s.root, run.root_fd, rel))
+            except Exception as e:  # noqa: broad-except -- the swap is done: roll it back and say why
+                err = _classify(e, None)
+            else:
+                bad = [r for r in smoke_results if not r["ok"]]
+                run.rep.event("apply.result", "failure" if bad else "success", msg="smoke checks",
+                              smoke=[dict(r) for r in smoke_results])
+                if bad:
+                    err = SmokeError("smoke check failed: %s" % "; ".join("%s: %s" % (r["name"], r["detail"])
+                                                                       for r in bad))
         if err is None:
             try:
                 journal.finish("committed")
@@ -685,12 +781,20 @@ def _commit(run, plan, acts, todo, checks, base):
 
 
 def _classify(e, la):
+    """The typed error for an exception raised after the first mutation (la: the action it came from, if any)."""
     if isinstance(e, SwitchyardError):
         return e
+    where = la.link["target"] if la is not None else None
+    prefix = ("%s: " % where) if where else ""
     if isinstance(e, fs.FsyncFailed):
-        return AtomicSwapError("%s: %s (policy.require_backup_durability is true)" % (la.link["target"], e.strerror),
-                               path=la.link["target"])
-    return AtomicSwapError("%s: %s" % (la.link["target"], e), path=la.link["target"])
+        return AtomicSwapError("%s%s (policy.require_backup_durability is true)" % (prefix, e.strerror), path=where)
+    if isinstance(e, fs.EntryChanged):
+        return AtomicSwapError("%s%s" % (prefix, e.strerror), path=where)
+    if isinstance(e, OSError):
+        return AtomicSwapError("%s%s" % (prefix, e), path=where)
+    err = InternalError("%sinternal error %s: %s" % (prefix, e.__class__.__name__, e), path=where)
+    err.trace = traceback.format_exc()
+    return err
 
 
 def _apply_one(run, la, bdir):
@@ -706,7 +810,9 @@ def _apply_one(run, la, bdir):
                                  {"plan_id": run.rep.plan_id, "action_id": la.action.action_id}, run.policy,
                                  run.durability, run.run_id, same,
                                  known_hash=(bk.content_key(la.st), (la.before or {}).get("sha256")) if la.st else None)
-    fs.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id, run.durability)
+    outcome = fs.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id,
+                                    run.durability, expect=la.backup.expect)
+    la.swap_method = outcome.method
     # Per action: did every fsync of *this* action's backup and swap succeed (best-effort mode records failures).
     la.backup_durable = len(run.durability.failures) == failures_before
     la.result = "changed"
@@ -733,7 +839,7 @@ def _rollback(run, done, bdirs):
             la.result = "rolled_back"
             rolled.append(la.link["target"])
             run.rep.event("rollback", "success", action_id=la.action.action_id, path=la.link["target"])
-        except (SwitchyardError, OSError) as e:
+        except Exception as e:  # noqa: broad-except -- one failed undo must not stop the others
             errors.append("%s: %s" % (la.link["target"], getattr(e, "msg", None) or e))
             la.result = "rollback_failed"
             run.rep.event("rollback", "failure", action_id=la.action.action_id, path=la.link["target"],
@@ -760,7 +866,7 @@ def _apply_report(run, acts, base, err, rolled, committed, smoke_results=()):
         a = {"action_id": la.action.action_id, "path": la.link["target"], "source": la.link["source"], "result": result,
              "hash_alg": fs.HASH_ALG, "before_hash": (la.before or {}).get("sha256"),
              "after_hash": (after or {}).get("sha256"), "before": la.before, "after": after,
-             "backup_durable": la.backup_durable if la.backup is not None else None}
+             "backup_durable": la.backup_durable if la.backup is not None else None, "swap_method": la.swap_method}
         if la.backup is not None and result == "changed":
             a["backup"] = la.backup.describe()
         actions.append(a)
@@ -823,6 +929,7 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
             rels = _normalize_targets(settings, targets)
             plan = Plan("restore", [Action("restore", r) for r in rels], extra={"which": which})
             run.rep.plan_id = plan.plan_id
+            _check_target_aliases(run, rels, "targets")
             run.take_lock()
             run.recover()
             items = [(a.target, None, settings.backup_tag) for a in plan.actions]
@@ -934,6 +1041,7 @@ def prune(settings, targets, retention_count=None, retention_age=None):
     plan = Plan("prune", [Action("prune", r) for r in rels], extra={"count": count, "age": age})
     run = Run(settings, "prune", plan.plan_id)
     try:
+        _check_target_aliases(run, rels, "targets")
         run.take_lock()
         run.recover()
         now = _now_ms()

@@ -6,10 +6,12 @@
 from __future__ import absolute_import, division, print_function
 
 import binascii
+import ctypes
 import errno
 import fcntl
 import hashlib
 import os
+import platform
 import stat
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -162,9 +164,72 @@ def copy_fd(src_fd, dst_fd):
             view = view[n:]
 
 
+def _data_extents(fd, size):
+    """(offset, length) of the data regions of fd (SEEK_DATA/SEEK_HOLE), or one extent where unsupported."""
+    seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
+    if seek_data is None or size == 0:
+        return [(0, size)]
+    extents, pos = [], 0
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, seek_data)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole remains
+                    break
+                raise
+            end = min(os.lseek(fd, start, seek_hole), size)
+            extents.append((start, end - start))
+            pos = end
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+            raise
+        return [(0, size)]
+    return extents
+
+
+def copy_hashed(src_fd, dst_fd):
+    """Copy src to dst from one open fd, hashing exactly the bytes copied; holes stay holes.
+    Returns (sha256 of the source bytes, size).  A source that changes size while copied raises EntryChanged."""
+    size = os.fstat(src_fd).st_size
+    h = hashlib.sha256()
+    zero = b"\0" * _CHUNK
+    pos = 0
+    for start, length in _data_extents(src_fd, size):
+        gap = start - pos
+        while gap > 0:  # a hole: hash its zeros, write nothing
+            n = min(gap, _CHUNK)
+            h.update(zero[:n])
+            gap -= n
+        end = start + length
+        off = start
+        while off < end:
+            chunk = os.pread(src_fd, min(_CHUNK, end - off), off)
+            if not chunk:
+                raise EntryChanged(errno.EAGAIN, "file shrank while it was copied")
+            h.update(chunk)
+            view = memoryview(chunk)
+            woff = off
+            while view:
+                n = os.pwrite(dst_fd, view, woff)
+                view = view[n:]
+                woff += n
+            off += len(chunk)
+        pos = end
+    gap = size - pos
+    while gap > 0:
+        n = min(gap, _CHUNK)
+        h.update(zero[:n])
+        gap -= n
+    os.ftruncate(dst_fd, size)
+    if os.fstat(src_fd).st_size != size:
+        raise EntryChanged(errno.EAGAIN, "file changed size while it was copied")
+    return h.hexdigest(), size
+
+
 def create_exclusive_at(dirfd, name, mode=0o600):
     """A new file, flocked while this fd is open: remove_dead_temps tells a live writer from a dead one."""
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -215,20 +280,145 @@ def hardlink_at(src_dirfd, src, dst_dirfd, dst):
     os.link(src, dst, src_dir_fd=src_dirfd, dst_dir_fd=dst_dirfd, follow_symlinks=False)
 
 
-def symlink_replace_at(dirfd, name, link_text, run_id, durability):
-    """symlinkat under a temp name, renameat over `name`, fsync the directory.
+AT_EMPTY_PATH = 0x1000
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+# renameat2(2) syscall numbers, for a libc that predates its wrapper (glibc < 2.28).
+_RENAMEAT2_NR = {"x86_64": 316, "aarch64": 276, "ppc64le": 357, "ppc64": 357, "s390x": 347, "i686": 353,
+                 "i386": 353, "armv7l": 382, "riscv64": 276, "loongarch64": 276}
+_LIBC = []
 
-    Never unlink first: at every instant `name` is either the old entry or the new link."""
-    tmp = temp_name(name, run_id)
-    os.symlink(link_text, tmp, dir_fd=dirfd)
+
+def _libc():
+    if not _LIBC:
+        try:
+            _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        except OSError:
+            _LIBC.append(None)
+    return _LIBC[0]
+
+
+def renameat2(src_dirfd, src, dst_dirfd, dst, flags):
+    """renameat2(2).  Raises OSError(EINVAL/ENOSYS/ENOTSUP) where the kernel or filesystem lacks `flags`."""
+    libc = _libc()
+    if libc is None:
+        raise OSError(errno.ENOSYS, "renameat2: no libc")
+    args = (ctypes.c_int(src_dirfd), os.fsencode(src), ctypes.c_int(dst_dirfd), os.fsencode(dst), ctypes.c_uint(flags))
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        rc = fn(*args)
+    else:
+        nr = _RENAMEAT2_NR.get(platform.machine())
+        if nr is None:
+            raise OSError(errno.ENOSYS, "renameat2: unknown syscall number on %s" % platform.machine())
+        rc = libc.syscall(ctypes.c_long(nr), *args)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "renameat2(%s -> %s): %s" % (src, dst, os.strerror(err)))
+
+
+# Errors that mean "this filesystem/kernel cannot do this renameat2 flag", never "the entry changed".
+_NO_RENAMEAT2 = frozenset(e for e in (errno.EINVAL, errno.ENOSYS, getattr(errno, "ENOTSUP", None),
+                                      getattr(errno, "EOPNOTSUPP", None)) if e is not None)
+
+
+def link_fd_at(fd, dst_dirfd, dst):
+    """Give the open file `fd` the name `dst`: the inode that was checked and hashed, whatever the name it was
+    opened by points at now.  linkat(AT_EMPTY_PATH) where permitted, /proc/self/fd otherwise."""
+    libc = _libc()
+    if libc is not None:
+        rc = libc.linkat(ctypes.c_int(fd), b"", ctypes.c_int(dst_dirfd), os.fsencode(dst), ctypes.c_int(AT_EMPTY_PATH))
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOENT, errno.EPERM, errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, "linkat(fd %d -> %s): %s" % (fd, dst, os.strerror(err)))
+    os.link("/proc/self/fd/%d" % fd, dst, dst_dir_fd=dst_dirfd, follow_symlinks=True)
+
+
+class SwapOutcome(object):
+    """What came out of the target's place when a temp entry was renamed over it."""
+
+    def __init__(self, method, displaced=None):
+        self.method = method        # "exchange" | "noreplace" | "rename"
+        self.displaced = displaced  # exchange: the temp name now holding the entry that was at the target
+
+
+def _swap_into_place(dirfd, tmp, name, expect):
+    """Move the prepared entry `tmp` to `name` without a moment where `name` is missing.
+
+    expect None: RENAME_NOREPLACE, so an entry that appeared meanwhile is never overwritten.
+    Otherwise RENAME_EXCHANGE: the old entry comes out under `tmp` for the caller to check (and to swap
+    back when it is not the one that was backed up).  Where the filesystem has neither, a last check of
+    the entry and a plain rename (the window is one syscall; facts say which method ran)."""
+    flags = RENAME_NOREPLACE if expect is None else RENAME_EXCHANGE
     try:
-        fault_point("before_rename")
+        renameat2(dirfd, tmp, dirfd, name, flags)
+    except OSError as e:
+        if e.errno not in _NO_RENAMEAT2:
+            raise
+        if not _same_entry_state(lstat_at(dirfd, name), expect):
+            raise EntryChanged(errno.EAGAIN, "%s changed after it was inspected (a concurrent writer?); "
+                                             "its new content was left in place" % name)
         rename_at(dirfd, tmp, dirfd, name)
+        return SwapOutcome("rename")
+    if expect is None:
+        return SwapOutcome("noreplace")
+    return SwapOutcome("exchange", tmp)
+
+
+ANY_ENTRY = object()  # expect=ANY_ENTRY: replace whatever is there (plain rename)
+
+
+def replace_checked(dirfd, tmp, name, expect=ANY_ENTRY):
+    """Rename the prepared entry `tmp` over `name` (no instant without `name`) and return the SwapOutcome.
+
+    `expect` is the lstat of the entry the caller inspected (and backed up), or None when `name` must be
+    absent.  An exchange that brings out anything else (another inode, or the same one written since) is
+    swapped back and raises EntryChanged, so what a package manager wrote meanwhile is never discarded.
+    `tmp` is gone afterwards in every case."""
+    try:
+        if expect is ANY_ENTRY:
+            rename_at(dirfd, tmp, dirfd, name)
+            outcome = SwapOutcome("rename")
+        else:
+            outcome = _swap_into_place(dirfd, tmp, name, expect)
     except BaseException:
         unlink_at(dirfd, tmp)
         raise
+    if outcome.displaced is not None:
+        out = lstat_at(dirfd, outcome.displaced)
+        if not _same_entry_state(out, expect):
+            renameat2(dirfd, outcome.displaced, dirfd, name, RENAME_EXCHANGE)
+            unlink_at(dirfd, outcome.displaced)
+            raise EntryChanged(errno.EAGAIN, "%s changed after it was inspected (a concurrent writer?); "
+                                             "its new content was left in place" % name)
+        unlink_at(dirfd, outcome.displaced)
+    return outcome
+
+
+def symlink_replace_at(dirfd, name, link_text, run_id, durability, expect=ANY_ENTRY):
+    """symlinkat under a temp name, swap it into `name` (replace_checked), fsync the directory."""
+    tmp = temp_name(name, run_id)
+    os.symlink(link_text, tmp, dir_fd=dirfd)
+    fault_point("before_rename")
+    outcome = replace_checked(dirfd, tmp, name, expect)
     fault_point("after_rename")
     durability.fsync(dirfd, "directory of %s" % name)
+    return outcome
+
+
+class EntryChanged(OSError):
+    """The entry at a target was not the one backed up when it was swapped out."""
+
+
+def _same_entry_state(st, expect):
+    """Same inode and unwritten since it was inspected: a write in place moves mtime (or size).  ctime is
+    not compared: the rename that brought the entry out moves it."""
+    if st is None or expect is None:
+        return st is None and expect is None
+    return ((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            == (expect.st_dev, expect.st_ino, expect.st_size, expect.st_mtime_ns))
 
 
 def write_file_replace_at(dirfd, name, data, run_id, durability, mode=0o644):

@@ -112,6 +112,8 @@ def run_module(spec, stage, call):
     if err is not None:
         result.update(msg=err.msg, error_id=err.error_id, exit_code=err.exit_code,
                       summary_error_ids=err.summary_error_ids, rolled_back=bool(rolled), rolled_back_paths=rolled)
+        if getattr(err, "trace", None):
+            result["exception"] = err.trace
         module.fail_json(**result)
     result["msg"] = _success_msg(stage, report)
     module.exit_json(**result)

@@ -210,7 +210,7 @@ class _Outcome:
 def capture_metadata(st, fd, tier, backend=None):
     """Sidecar fields of ``tier`` for a regular file: ``st`` its stat, ``fd`` open on it.
 
-    basic: {"tier", "mode"}; extended adds "uid", "gid", "atime_sec", "atime_nsec",
+    basic: {"tier", "mode", "uid", "gid"}; extended adds "atime_sec", "atime_nsec",
     "mtime_sec", "mtime_nsec"; full adds "xattrs": {name: base64 value} in name order.
     Raises ValueError when ``fd`` is not the file ``st`` describes, OSError when an
     attribute the file has cannot be read (a backup that silently lost it would be worse).
@@ -220,10 +220,10 @@ def capture_metadata(st, fd, tier, backend=None):
         fst = os.fstat(fd)
         if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
             raise ValueError("capture_metadata: fd and stat result describe different files")
-    meta = {"tier": tier, "mode": stat.S_IMODE(st.st_mode)}
-    if "uid" in fields:
-        meta["uid"] = st.st_uid
-        meta["gid"] = st.st_gid
+    # Every tier records the owner (the tier decides what restore applies): restore never sets setuid or
+    # setgid on a file whose owner or group differs from the recorded one.
+    meta = {"tier": tier, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+    if "atime" in fields:
         meta["atime_sec"], meta["atime_nsec"] = divmod(st.st_atime_ns, _NS)
         meta["mtime_sec"], meta["mtime_nsec"] = divmod(st.st_mtime_ns, _NS)
     if "xattrs" in fields:
@@ -231,6 +231,14 @@ def capture_metadata(st, fd, tier, backend=None):
             raise ValueError("capture_metadata: tier 'full' needs an open fd")
         meta["xattrs"] = _capture_xattrs(fd, get_backend(backend))
     return meta
+
+
+def has_capability_fd(fd):
+    """True when the open file carries file capabilities (security.capability)."""
+    try:
+        return "security.capability" in os.listxattr(fd)
+    except OSError:
+        return False
 
 
 def _capture_xattrs(fd, xb):
@@ -310,12 +318,18 @@ def _wanted_mode(fd, meta):
     mode = meta["mode"] & 0o7777
     st = os.fstat(fd)
     withheld = []
-    if mode & stat.S_ISUID and _is_int(meta.get("uid")) and st.st_uid != meta["uid"]:
-        mode &= ~stat.S_ISUID
-        withheld.append("setuid withheld: file is owned by uid %d, captured owner is %d" % (st.st_uid, meta["uid"]))
-    if mode & stat.S_ISGID and _is_int(meta.get("gid")) and st.st_gid != meta["gid"]:
-        mode &= ~stat.S_ISGID
-        withheld.append("setgid withheld: file group is gid %d, captured group is %d" % (st.st_gid, meta["gid"]))
+    # Never hand out setuid/setgid: a bit is set only on the owner (group) it was captured with, and a
+    # sidecar that does not name the owner gets neither bit.
+    for bit, field, what, current in ((stat.S_ISUID, "uid", "setuid", st.st_uid), (stat.S_ISGID, "gid", "setgid", st.st_gid)):
+        if not mode & bit:
+            continue
+        recorded = meta.get(field)
+        if not _is_int(recorded):
+            mode &= ~bit
+            withheld.append("%s withheld: the sidecar does not record the file's %s" % (what, field))
+        elif current != recorded:
+            mode &= ~bit
+            withheld.append("%s withheld: restored file has %s %d, captured %s is %d" % (what, field, current, field, recorded))
     return mode, ("; ".join(withheld) or None)
 
 

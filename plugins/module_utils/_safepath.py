@@ -12,6 +12,8 @@ from ansible_collections.switchyard.fs.plugins.module_utils._errors import Polic
 from ansible_collections.switchyard.fs.plugins.module_utils._fsatoms import DIR_FLAGS, lstat_at, kind_of
 
 _MAX_SYMLINK_HOPS = 40
+NAME_MAX = 255   # bytes in one path component (Linux, every common filesystem)
+PATH_MAX = 4096  # bytes in a path, its terminating NUL included
 
 
 def normalize_root(root):
@@ -44,6 +46,13 @@ def relative_to_root(root, path, option="path"):
     inner = parts[len(root_parts):]
     if not inner:
         raise PolicyError("%s=%r is root itself; name a file inside root" % (option, path))
+    for p in parts:
+        if len(os.fsencode(p)) > NAME_MAX:
+            raise PolicyError("%s=%r has a component of %d bytes (%s...); no filesystem here allows more than %d: "
+                              "fix the path" % (option, path, len(os.fsencode(p)), p[:32], NAME_MAX))
+    if len(os.fsencode(path)) >= PATH_MAX:
+        raise PolicyError("%s=%r is %d bytes long; paths are limited to %d bytes: fix the path"
+                          % (option, path, len(os.fsencode(path)), PATH_MAX - 1))
     return "/" + "/".join(inner)
 
 
@@ -160,9 +169,10 @@ def resolve_beneath(root, path, option="path", root_fd=None):
     return ResolvedPath(root, rel, parent_fd, parent_rel, parts[-1])
 
 
-def follow_beneath(root_fd, rel, option="path"):
+def follow_beneath(root_fd, rel, option="path", visit=None):
     """Resolve an in-root path following every symlink, the final one included, without leaving root.
-    Returns (parent_fd, parent_rel, name) of the final non-symlink entry; parent_fd is the caller's to close."""
+    Returns (parent_fd, parent_rel, name) of the final non-symlink entry; parent_fd is the caller's to close.
+    visit(parent_fd, name), when given, sees every entry the chain passes through, the final one included."""
     parts = _split(rel)
     for _hop in range(_MAX_SYMLINK_HOPS):
         if not parts:
@@ -172,10 +182,24 @@ def follow_beneath(root_fd, rel, option="path"):
         if name in ("..", "."):
             os.close(parent_fd)
             raise PolicyError("%s=%r: a symlink on the way ends in '%s'" % (option, rel, name))
+        if visit is not None:
+            try:
+                visit(parent_fd, name)
+            except BaseException:
+                os.close(parent_fd)
+                raise
         st = lstat_at(parent_fd, name)
         if st is None or kind_of(st) != "symlink":
             return parent_fd, parent_rel, name
-        text = os.readlink(name, dir_fd=parent_fd)
+        try:
+            text = os.readlink(name, dir_fd=parent_fd)
+        except OSError as e:
+            os.close(parent_fd)
+            if e.errno in (errno.EINVAL, errno.ENOENT):
+                # Replaced between lstat and readlink: walk again from the top.
+                parts = _split(rel)
+                continue
+            raise
         os.close(parent_fd)
         parts = _split(text) if text.startswith("/") else _split(parent_rel) + _split(text)
     raise PolicyError("%s=%r: too many symlinks (loop?)" % (option, rel))

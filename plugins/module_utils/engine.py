@@ -16,7 +16,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._engine import (  # 
     Settings, plan, preflight, apply, restore, prune)
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (  # noqa: F401
     ERROR_TABLE, SwitchyardError, PolicyError, OwnershipError, LockingError, AtomicSwapError, ExdevError,
-    BackupMissingError, RestoreFailedError, SmokeError)
+    BackupMissingError, RestoreFailedError, SmokeError, InternalError)
 from ansible_collections.switchyard.fs.plugins.module_utils._plan import Plan, Action  # noqa: F401
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import KNOBS, PRESETS, resolve_policy  # noqa: F401
 
@@ -24,5 +24,5 @@ __all__ = [
     "Settings", "plan", "preflight", "apply", "restore", "prune",
     "Plan", "Action", "KNOBS", "PRESETS", "resolve_policy", "ERROR_TABLE",
     "SwitchyardError", "PolicyError", "OwnershipError", "LockingError", "AtomicSwapError", "ExdevError",
-    "BackupMissingError", "RestoreFailedError", "SmokeError",
+    "BackupMissingError", "RestoreFailedError", "SmokeError", "InternalError",
 ]

@@ -24,7 +24,7 @@ FACADE_ALL = {
     "Settings", "plan", "preflight", "apply", "restore", "prune",
     "Plan", "Action", "KNOBS", "PRESETS", "resolve_policy", "ERROR_TABLE",
     "SwitchyardError", "PolicyError", "OwnershipError", "LockingError", "AtomicSwapError", "ExdevError",
-    "BackupMissingError", "RestoreFailedError", "SmokeError",
+    "BackupMissingError", "RestoreFailedError", "SmokeError", "InternalError",
 }
 # Low-level atoms and engine internals a consumer must never reach through the facade.
 ATOMS = {
