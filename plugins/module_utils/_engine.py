@@ -668,6 +668,7 @@ def apply(settings, links, smoke=None):
         if run.s.check_mode:
             for la in todo:
                 la.result = "changed"
+                la.swap_method = "noreplace" if la.st is None else "exchange"  # what a commit would try first
                 _apply_event(run, la, "success")
             return _apply_report(run, acts, base, None, [], False), None, run.rep.warnings
         return _commit(run, plan, acts, todo, checks, base)

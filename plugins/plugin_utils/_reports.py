@@ -45,6 +45,8 @@ REMOVED_KEYS = frozenset((
     "created_ms", "recovered_run_id", "mode", "owner", "after",
     # Smoke checks run only when the swap is committed: their results and the event carrying them.
     "smoke",
+    # Which rename flag the filesystem accepted is known only once the rename ran.
+    "swap_method",
 ))
 ZEROED_KEYS = frozenset(("ts",))
 ZERO_TS = "1970-01-01T00:00:00.000000Z"
