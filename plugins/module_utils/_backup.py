@@ -137,7 +137,7 @@ def content_key(st):
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, same_fs, known_hash=None):
+def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, same_fs, known_hash=None, batch=None):
     """Back up the current entry of target (st = its lstat) into dir_fd.
 
     file: the open, checked and hashed inode gets the backup name (linkat of the fd: same inode, all
@@ -146,7 +146,8 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     The sidecar is written last (temp, fsync, rename, fsync dir): without it the backup is
     incomplete and never selected for restore.  Backup.expect is the lstat the swap must find.
     known_hash: (content_key, sha256) from an earlier read of the same entry, reused when the file is
-    provably unchanged so a large binary is read once per apply."""
+    provably unchanged so a large binary is read once per apply.
+    batch: a DurableBatch that makes this backup durable together with the rest of the plan's."""
     fs.remove_dead_temps(target.parent_fd, target.name)  # e.g. from a restore that was killed
     kind = fs.kind_of(st)
     pname = payload_name(target.name, tag, ms)
@@ -177,7 +178,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
                     raise ExdevError("the backup directory for %s is on another filesystem; set policy.allow_degraded_fs: true "
                                      "to back up by copy, or use a backup directory on the same filesystem" % target.rel,
                                      path=target.rel)
-                meta["payload_hash"] = _copy_payload(fd, dir_fd, pname, meta, policy, durability, run_id)
+                meta["payload_hash"] = _copy_payload(fd, dir_fd, pname, meta, policy, durability, run_id, batch)
                 meta["backup_method"] = "copy"
             # Linking moves ctime, so the swap compares against the state after the backup was made; bytes
             # written while they were hashed or copied move mtime or size.
@@ -204,7 +205,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     fs.fault_point("after_backup_payload")
     sname = sidecar_name(target.name, tag, ms)
     data = (json.dumps(meta, sort_keys=True, indent=1) + "\n").encode("utf-8")
-    fs.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600)
+    fs.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600, batch=batch)
     fs.fault_point("after_sidecar")
     backup = Backup(dir_fd, ms, sname, meta)
     backup.expect = expect
@@ -228,7 +229,7 @@ def _hazards_of_open_file(rel, fd, fst, policy):
                           "stop)" % (rel, fst.st_nlink - 1), path=rel)
 
 
-def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id):
+def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id, batch=None):
     """Copy the open file's bytes into a new payload; returns the sha256 of exactly the bytes copied."""
     tmp = fs.temp_name(pname, run_id)
     out = fs.create_exclusive_at(dir_fd, tmp, 0o600)
@@ -238,7 +239,8 @@ def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id):
             # The sidecar records what the backup directory's filesystem kept of the tier, so a
             # degraded copy is visible instead of silent (restore still applies the captured values).
             meta["backup_preservation"] = _apply_meta(out, meta, policy.preservation_tier)
-            durability.fsync(out, "backup payload %s" % pname)
+            if batch is None:
+                durability.fsync(out, "backup payload %s" % pname)
         finally:
             os.close(out)
         fs.rename_at(dir_fd, tmp, dir_fd, pname)

@@ -218,6 +218,12 @@ class Run(object):
         return True
 
 
+def _recovery_changed(run):
+    """A recovery that ran for real changed the root: it put targets back, or at least removed the
+    interrupted plan's leftover backups and temps and closed its journal."""
+    return any(r["paths"] or not r["dry_run"] for r in run.recovery)
+
+
 def _same_entry(target, bdir, pname):
     """True when backup payload pname holds what the target holds (same inode, or same bytes)."""
     tst, pst = target.lstat(), fs.lstat_at(bdir, pname)
@@ -714,22 +720,47 @@ def _commit(run, plan, acts, todo, checks, base):
             run.rep.event("apply.result", "failure", msg=err.msg, backup_durable=run.durability.durable)
             return _apply_report(run, acts, base, err, [], False), err, run.rep.warnings
         fs.fault_point("after_journal")
-        done = []
-        err = None
-        failed = None
-        for la in todo:
-            try:
-                _apply_one(run, la, bdirs[la.action.action_id])
-                done.append(la)
-            except Exception as e:  # noqa: broad-except -- after the first mutation every failure rolls back
-                failed = la
-                done.append(la)
-                err = _classify(e, la)
-                break
-            try:
-                journal.progress(la.action.action_id, "swapped")
-            except OSError:
-                pass  # advisory only: recovery decides from the filesystem, never from progress records
+        done, err, failed = [], None, None
+        batch = fs.DurableBatch(run.durability)
+        try:
+            # Group commit, phase 1: every backup and sidecar, then all of them durable together (one syncfs
+            # per filesystem, one fsync per backup directory) and a journal record saying so.
+            for la in todo:
+                try:
+                    _back_up(run, la, bdirs[la.action.action_id], batch)
+                    done.append(la)
+                except Exception as e:  # noqa: broad-except -- after the first mutation every failure rolls back
+                    failed = la
+                    done.append(la)
+                    err = _classify(e, la)
+                    break
+            if err is None:
+                try:
+                    batch.flush("backups")
+                    journal.append({"record": "backups_durable", "actions": len(todo)})
+                    fs.fault_point("backups_durable")
+                except Exception as e:  # noqa: broad-except
+                    err = _classify(e, None)
+            # Phase 2: every swap, then each target directory durable once.
+            if err is None:
+                for la in todo:
+                    try:
+                        _swap(run, la, batch)
+                    except Exception as e:  # noqa: broad-except
+                        failed = la
+                        err = _classify(e, la)
+                        break
+                    try:
+                        journal.progress(la.action.action_id, "swapped")
+                    except OSError:
+                        pass  # advisory only: recovery decides from the filesystem, never from progress records
+                if err is None:
+                    try:
+                        batch.flush("swaps")
+                    except Exception as e:  # noqa: broad-except
+                        err = _classify(e, None)
+        finally:
+            batch.close()
         smoke_results = []
         if err is None and checks is not None:
             try:
@@ -798,24 +829,28 @@ def _classify(e, la):
     return err
 
 
-def _apply_one(run, la, bdir):
-    """Back up (durably), then swap.  On failure after the backup exists, la.backup is set so the
-    rollback can restore it; the failing action is rolled back like the others."""
+def _back_up(run, la, bdir, batch):
+    """Phase 1 for one action: its backup (made durable later by batch).  On failure la.backup stays None
+    and the rollback removes whatever half-made backup is left."""
     same = _mounts.same_mount(bdir, la.target.parent_fd)
     st = la.target.lstat()
     if (st is None) != (la.st is None) or (st is not None and (st.st_ino, st.st_dev) != (la.st.st_ino, la.st.st_dev)):
         raise AtomicSwapError("%s changed between preflight and apply; nothing was swapped for it" % la.link["target"],
                               path=la.link["target"])
-    failures_before = len(run.durability.failures)
     la.backup = bk.create_backup(la.target, st, bdir, la.backup_ms, run.s.backup_tag,
                                  {"plan_id": run.rep.plan_id, "action_id": la.action.action_id}, run.policy,
                                  run.durability, run.run_id, same,
-                                 known_hash=(bk.content_key(la.st), (la.before or {}).get("sha256")) if la.st else None)
+                                 known_hash=(bk.content_key(la.st), (la.before or {}).get("sha256")) if la.st else None,
+                                 batch=batch)
+
+
+def _swap(run, la, batch):
+    """Phase 2 for one action: exchange the new link with the backed-up entry (its directory synced by batch)."""
     outcome = fs.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id,
-                                    run.durability, expect=la.backup.expect)
+                                    run.durability, expect=la.backup.expect, batch=batch)
     la.swap_method = outcome.method
-    # Per action: did every fsync of *this* action's backup and swap succeed (best-effort mode records failures).
-    la.backup_durable = len(run.durability.failures) == failures_before
+    # Its backup was made durable with the plan's (phase 1); skipped fsyncs (policy) make nothing durable.
+    la.backup_durable = run.durability.durable
     la.result = "changed"
     _apply_event(run, la, "success")
 
@@ -877,6 +912,7 @@ def _apply_report(run, acts, base, err, rolled, committed, smoke_results=()):
     else:
         # After a complete rollback the filesystem is as it was; anything else did change it.
         changed = any(a["result"] in ("changed", "rollback_failed") for a in actions)
+    changed = changed or _recovery_changed(run)
     summary = {"actions": len(actions), "changed": sum(1 for a in actions if a["result"] == "changed"),
                "unchanged": sum(1 for a in actions if a["result"] == "unchanged"),
                "rolled_back": len(rolled), "backup_durable": run.durability.durable,
@@ -946,7 +982,7 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
                            "decision": "failure", "error_id": err.error_id, "summary_error_ids": err.summary_error_ids}
                 rep = run.rep.report(summary, root=settings.root, preset=run.policy.preset, results=[], rows=rows,
                                      recovery=run.recovery, **run.lock_facts)
-                rep["changed"] = any(r["paths"] for r in run.recovery)
+                rep["changed"] = _recovery_changed(run)
                 return rep, err, run.rep.warnings
         # Verify everything first: a missing or tampered backup fails before any target is touched.
         for rel, ms, tag in items:
@@ -1005,7 +1041,7 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
         finally:
             _close_prepared(prepared)
         results.sort(key=lambda r: r["path"])
-        changed = any(r["result"] == "changed" for r in results) or any(r["paths"] for r in run.recovery)
+        changed = any(r["result"] == "changed" for r in results) or _recovery_changed(run)
         summary = {"targets": len(results), "changed": sum(1 for r in results if r["result"] == "changed"),
                    "backup_durable": run.durability.durable, "decision": "failure" if err else "success",
                    "sidecar_integrity_verified": all(r.get("sidecar_integrity_verified", True) for r in results)}
@@ -1075,7 +1111,7 @@ def prune(settings, targets, retention_count=None, retention_age=None):
         summary = {"targets": len(results), "pruned": pruned, "decision": "success",
                    "backup_durable": run.durability.durable}
         rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery, **run.lock_facts)
-        rep["changed"] = pruned > 0 or any(r["paths"] for r in run.recovery)
+        rep["changed"] = pruned > 0 or _recovery_changed(run)
         return rep, None, run.rep.warnings
     finally:
         run.rep.flush_audit_log()

@@ -18,9 +18,10 @@ import pytest
 import crashkit as ck
 
 N = 120  # targets per sandbox (conftest.N_TARGETS): 118 files, 2 symlinks
-# fsyncs of a first apply of N links: 4 new state directories, journal file + directory,
-# 3 per action (sidecar, its directory, the target directory after the rename), the commit record.
-FSYNCS = 4 + 2 + 3 * N + 1
+# fsyncs of a first apply of N links (group commit, all targets in one directory): 4 new state
+# directories, journal file + directory, one syncfs of the backups, the backup directory, the
+# backups-durable journal record, the target directory after all renames, the commit record.
+FSYNCS = 4 + 2 + 1 + 1 + 1 + 1 + 1
 
 FAULT_POINTS = (
     ["after_journal"]
@@ -28,8 +29,10 @@ FAULT_POINTS = (
     + ["after_sidecar:%d" % n for n in (1, 60, 120)]
     + ["before_rename:%d" % n for n in (1, 61, 120)]
     + ["after_rename:%d" % n for n in (1, 2, 60, 119, 120)]
-    + ["mid_journal:%d" % n for n in (1, 2, 60, 120, N + 1)]  # N + 1: the commit record itself
-    + ["before_fsync:%d" % n for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 100, 181, 250, FSYNCS - 2, FSYNCS - 1, FSYNCS)]
+    + ["backups_durable"]  # every backup durable and recorded, no swap yet
+    # 1: the backups-durable record; 2..N + 1: progress records; N + 2: the commit record itself
+    + ["mid_journal:%d" % n for n in (1, 2, 60, 120, N + 2)]
+    + ["before_fsync:%d" % n for n in range(1, FSYNCS + 1)]
 )
 
 SEED = int(os.environ.get("SWITCHYARD_CRASH_SEED", int(time.time()) % 100000))
@@ -82,14 +85,15 @@ def test_kill_at_fault_point_leaves_old_or_new_and_next_run_recovers(sandbox, po
     recover_and_verify(sandbox, RECOVERERS[FAULT_POINTS.index(point) % len(RECOVERERS)], point)
 
 
-# A failed sidecar fsync at action 80 starts a rollback; the kill lands inside it.
-# after_rename counts 79 swaps first, then one per rollback restore; mid_journal 79 progress records first.
-FAIL_AT_ACTION_80 = 4 + 2 + 3 * 79 + 1
+# A failed fsync of the target directory after all N swaps starts a rollback; the kill lands inside it.
+# after_rename counts the N swaps first, then one per rollback restore; mid_journal counts the
+# backups-durable record and N progress records, then the rollback's end record.
+FAIL_AT_SWAP_FLUSH = FSYNCS - 1
 
 
-@pytest.mark.parametrize("point", ["after_rename:99", "after_rename:158", "mid_journal:80"])
+@pytest.mark.parametrize("point", ["after_rename:%d" % (N + 1), "after_rename:158", "mid_journal:%d" % (N + 2)])
 def test_kill_during_rollback_is_recovered(sandbox, point):
-    res = ck.run_engine(sandbox, "apply", kill_at=point, fail_fsync=FAIL_AT_ACTION_80)
+    res = ck.run_engine(sandbox, "apply", kill_at=point, fail_fsync=FAIL_AT_SWAP_FLUSH)
     assert res.killed, "%s not reached during rollback: %r" % (point, res)
     ck.check_after_kill(sandbox)
     assert recover_and_verify(sandbox, "prune", point) == "original"
