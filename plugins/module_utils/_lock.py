@@ -227,9 +227,10 @@ def _flock_until_alarm(fd, lock_path, seconds):
     """One blocking ``flock(LOCK_EX)`` cut short by SIGALRM after ``seconds``.
 
     Returns True if the lock was taken, False if the alarm (or a stray SIGALRM) interrupted
-    the wait, None if no handler could be installed (nothing attempted).  May also raise _DeadlineReached when the alarm strikes just outside the
-    flock call; the caller treats that like False.  The previous SIGALRM handler is put
-    back and the timer is disarmed on every path.  Call only when _can_use_alarm().
+    the wait, None if no handler could be installed (nothing attempted).  May also raise
+    _DeadlineReached when the alarm strikes just outside the flock call; the caller treats
+    that like False.  The previous SIGALRM handler is put back and the timer is disarmed on
+    every path.  Call only when _can_use_alarm().
     """
     armed = [False]
 
@@ -327,8 +328,9 @@ def acquire_lock(lock_path, timeout, plan_id, base=DEFAULT_BASE, cap=DEFAULT_CAP
     2**n)`` (full jitter), cut short at the deadline, and tries again.
 
     ``attempts`` counts the ``flock`` calls made: 1 for the immediate attempt, plus 1 for
-    each blocking wait and 1 for each non-blocking attempt after it (1 + 2 when the
-    deadline interrupted one wait), or plus 1 per poll.  ``timeout == 0`` is exactly one
+    each blocking wait, plus 1 for the non-blocking attempt after each interrupted wait, or
+    plus 1 per poll.  So 1 when the lock was free, 2 when a blocking wait got it, 3 on a
+    timeout (more only if something else sent SIGALRM).  ``timeout == 0`` is exactly one
     attempt.  The total wait is bounded by ``timeout`` (plus signal delivery and one
     ``flock`` call).  Raises LockingError on timeout and LockUnavailableError when no
     lock can be had here.
