@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The process lock: flock with bounded, fully jittered backoff. Private to this collection."""
+"""The process lock: flock, waited for in the kernel's queue until a deadline. Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -13,14 +13,23 @@ import json
 import math
 import os
 import random
+import signal
 import socket
 import stat
+import threading
 import time
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import LockingError, PolicyError
 
+# How acquire_lock waits after a failed first attempt: block in flock(2) until an interval
+# timer cuts it short at the deadline (where SIGALRM can be borrowed; else poll), or poll.
+WAIT_BLOCK = "block"
+WAIT_POLL = "poll"
+# The polling backoff (wait="poll", and the fallback where the alarm cannot be used).
 DEFAULT_BASE = 0.01
-DEFAULT_CAP = 0.25
+DEFAULT_CAP = 0.05
+# Shortest alarm ever armed: setitimer(0) would disarm it and let flock block forever.
+_MIN_ALARM_S = 1e-5
 
 # Failures that mean "this host cannot give us a lock at this path at all" (read-only /run,
 # no permission, no lock support, no space), as opposed to "someone else holds it" or
@@ -196,40 +205,163 @@ def _validate(timeout, base, cap):
         raise PolicyError("lock backoff needs 0 < base <= cap, got base=%r cap=%r" % (base, cap))
 
 
+class _DeadlineReached(Exception):
+    """Raised by the SIGALRM handler to cut a blocking flock short at the deadline."""
+
+
+def _can_use_alarm():
+    """True when a bounded blocking wait may borrow SIGALRM and ITIMER_REAL here.
+
+    Only the main thread may install signal handlers (and only it runs Python handlers).  A
+    handler installed from C (getsignal() is None) could not be put back, and an armed
+    ITIMER_REAL belongs to someone else: in those cases the caller polls instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGALRM) is None:
+        return False
+    return signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def _flock_until_alarm(fd, lock_path, seconds):
+    """One blocking ``flock(LOCK_EX)`` cut short by SIGALRM after ``seconds``.
+
+    Returns True if the lock was taken, False if the alarm (or a stray SIGALRM) interrupted
+    the wait, None if no handler could be installed (nothing attempted).  May also raise
+    _DeadlineReached when the alarm strikes just outside the flock call; the caller treats
+    that like False.  The previous SIGALRM handler is put back and the timer is disarmed on
+    every path.  Call only when _can_use_alarm().
+    """
+    armed = [False]
+
+    def on_alarm(signum, frame):
+        # Raise at most once, and only while this wait is armed: a handler that runs late
+        # (after the flock returned) must not raise into unrelated code.
+        if armed[0]:
+            armed[0] = False
+            raise _DeadlineReached()
+
+    try:
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+    except (ValueError, OSError):  # not allowed here after all: the caller polls
+        return None
+    try:
+        try:
+            armed[0] = True
+            # setitimer(0) would disarm the timer and leave flock blocked forever.
+            signal.setitimer(signal.ITIMER_REAL, max(seconds, _MIN_ALARM_S))
+            fcntl.flock(fd, fcntl.LOCK_EX)  # EINTR from other signals is retried by Python
+            armed[0] = False
+            return True
+        except _DeadlineReached:
+            return False
+        except OSError as exc:
+            armed[0] = False
+            raise _os_error_to_lock_error(exc, "flock", lock_path, _UNAVAILABLE_FLOCK_ERRNOS)
+        finally:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            # A SIGALRM delivered before the line above has run its (now harmless) handler by
+            # the time the next line starts: the main thread handles pending signals right
+            # after a call returns.
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _wait_blocking(fd, lock_path, deadline, clock):
+    """Wait in the kernel's flock queue until the deadline.
+
+    Returns (taken, flock calls made), or None when signals cannot be used here (nothing
+    was attempted then).
+    """
+    calls = 0
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return False, calls
+        taken = None
+        if _can_use_alarm():
+            try:
+                taken = _flock_until_alarm(fd, lock_path, remaining)
+            except _DeadlineReached:
+                taken = False
+        if taken is None:
+            return None if calls == 0 else (False, calls)
+        calls += 1
+        if taken:
+            return True, calls
+        # Interrupted.  One non-blocking try: it takes a lock released right at the
+        # deadline, and it confirms a lock the blocking call took just before the alarm
+        # struck (flock on a descriptor that already holds the lock succeeds).
+        calls += 1
+        if _try_flock(fd, lock_path):
+            return True, calls
+
+
+def _wait_polling(fd, lock_path, deadline, clock, sleep, rand, base, cap):
+    """Sleep-and-retry with full-jitter backoff until the deadline: (taken, attempts)."""
+    attempts = 0
+    ceiling = base
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return False, attempts
+        sleep(min(rand() * ceiling, remaining))
+        ceiling = min(cap, ceiling * 2)
+        attempts += 1
+        if _try_flock(fd, lock_path):
+            return True, attempts
+
+
 def acquire_lock(lock_path, timeout, plan_id, base=DEFAULT_BASE, cap=DEFAULT_CAP,
-                 clock=time.monotonic, sleep=time.sleep, rand=random.random):
+                 clock=time.monotonic, sleep=time.sleep, rand=random.random, wait=WAIT_BLOCK):
     """Take an exclusive flock on lock_path within ``timeout`` seconds; return a LockHandle.
 
-    The first attempt is immediate.  After the n-th failed attempt (n from 0) it sleeps
-    ``rand() * min(cap, base * 2**n)`` (full jitter), cut short at the deadline, and tries
-    again; once the deadline has passed it stops.  ``timeout == 0`` is exactly one attempt.
-    Raises LockingError on timeout and LockUnavailableError when no lock can be had here.
+    The first attempt is an immediate non-blocking ``flock``.  If it fails and ``timeout``
+    is positive, ``wait="block"`` (the default) then blocks in ``flock(LOCK_EX)``, where
+    the kernel queues waiters and hands the lock over on release with no polling delay; a
+    ``SIGALRM`` from ``ITIMER_REAL`` at the deadline interrupts the wait, after which one
+    last non-blocking attempt is made.  The previous SIGALRM handler is restored.  Where
+    the alarm cannot be used (not the main thread, a handler installed from C, or an
+    ITIMER_REAL already armed by someone else), and with ``wait="poll"``, it polls
+    instead: after the n-th failed attempt (n from 0) it sleeps ``rand() * min(cap, base *
+    2**n)`` (full jitter), cut short at the deadline, and tries again.
+
+    ``attempts`` counts the ``flock`` calls made: 1 for the immediate attempt, plus 1 for
+    each blocking wait, plus 1 for the non-blocking attempt after each interrupted wait, or
+    plus 1 per poll.  So 1 when the lock was free, 2 when a blocking wait got it, 3 on a
+    timeout (more only if something else sent SIGALRM).  ``timeout == 0`` is exactly one
+    attempt.  The total wait is bounded by ``timeout`` (plus signal delivery and one
+    ``flock`` call).  Raises LockingError on timeout and LockUnavailableError when no
+    lock can be had here.
     """
+    if wait not in (WAIT_BLOCK, WAIT_POLL):
+        raise PolicyError("lock wait must be %r or %r, got %r" % (WAIT_BLOCK, WAIT_POLL, wait))
     _validate(timeout, base, cap)
     fd = _open_lock_file(lock_path)
     try:
         start = clock()
         deadline = start + timeout
-        attempts = 0
-        ceiling = base
-        while True:
-            attempts += 1
-            if _try_flock(fd, lock_path):
-                wait_ms = (clock() - start) * 1000.0
-                try:
-                    _write_holder(fd, plan_id)
-                except OSError:
-                    # A lock we cannot label is still a lock; the record is only for messages.
-                    pass
-                handle = LockHandle(fd, lock_path, plan_id, attempts, wait_ms)
-                fd = None
-                return handle
-            remaining = deadline - clock()
-            if remaining <= 0:
-                break
-            sleep(min(rand() * ceiling, remaining))
-            ceiling = min(cap, ceiling * 2)
+        attempts = 1
+        taken = _try_flock(fd, lock_path)
+        if not taken and timeout > 0:
+            outcome = _wait_blocking(fd, lock_path, deadline, clock) if wait == WAIT_BLOCK else None
+            if outcome is not None:
+                taken, calls = outcome
+                attempts += calls
+            if outcome is None or (not taken and clock() < deadline):
+                taken, calls = _wait_polling(fd, lock_path, deadline, clock, sleep, rand, base, cap)
+                attempts += calls
         wait_ms = (clock() - start) * 1000.0
+        if taken:
+            try:
+                _write_holder(fd, plan_id)
+            except OSError:
+                # A lock we cannot label is still a lock; the record is only for messages.
+                pass
+            handle = LockHandle(fd, lock_path, plan_id, attempts, wait_ms)
+            fd = None
+            return handle
         holder = _read_holder(fd)
         err = LockingError(
             "could not lock %s within lock_timeout=%ss: %d attempts over %.0f ms; %s"

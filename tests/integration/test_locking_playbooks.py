@@ -32,8 +32,13 @@ def test_held_lock_fails_apply_with_e_locking_naming_the_holder(tmp_path):
     assert res["error_id"] == "E_LOCKING" and res["exit_code"] == 30, res
     assert str(os.getpid()) in res["msg"] and "11111111-2222-5333-8444-555555555555" in res["msg"]
     rep = res["ansible_facts"]["switchyard_apply"]
-    assert rep["lock_backend"] == "flock" and rep["lock_attempts"] > 1
+    # The module waits in a blocking flock until the alarm at the deadline: the immediate
+    # try, the interrupted wait and one last try (docs/locking.md, "lock_attempts").
+    assert rep["lock_backend"] == "flock" and rep["lock_attempts"] == 3, rep["lock_attempts"]
     assert 1500 * 0.9 <= rep["lock_wait_ms"] <= 1500 * 1.5, rep["lock_wait_ms"]
+    attempt = [e for e in rep["events"] if e["stage"] == "apply.attempt"]
+    assert [(e["decision"], e["lock_attempts"], e["lock_wait_ms"]) for e in attempt] == \
+        [("failure", 3, rep["lock_wait_ms"])], attempt
     assert sb.snapshot(["/usr/bin/ls"]) == before and sb.backups("ls") == []
 
 

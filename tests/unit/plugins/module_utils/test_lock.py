@@ -10,9 +10,11 @@ import fcntl
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 
 import pytest
@@ -22,6 +24,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._errors import Locki
 from ansible_collections.switchyard.fs.plugins.module_utils._lock import (
     LockHandle,
     LockUnavailableError,
+    _try_flock,
     acquire_lock,
     parse_holder,
 )
@@ -82,7 +85,7 @@ def child_holder():
         assert proc.exitcode == 0
 
 
-# --- backoff schedule (injected clock/sleep/rand, real flock) ---------------------------
+# --- polling backoff (wait="poll"; injected clock/sleep/rand, real flock) ----------------
 
 def test_uncontended_lock_takes_one_attempt_and_never_sleeps(tmp_path):
     ft = FakeTime()
@@ -97,17 +100,22 @@ def test_uncontended_lock_takes_one_attempt_and_never_sleeps(tmp_path):
         handle.release()
 
 
-def test_timeout_zero_is_exactly_one_attempt(tmp_path):
+@pytest.mark.parametrize("wait", ["block", "poll"])
+def test_timeout_zero_is_exactly_one_attempt(tmp_path, wait):
     lock_path = tmp_path / "lock"
     fd = hold_in_this_process(lock_path)
+    calls = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: calls.append(signum))
     try:
         ft = FakeTime()
         with pytest.raises(LockingError) as info:
-            acquire_lock(str(lock_path), 0, "p1", clock=ft.clock, sleep=ft.sleep)
+            acquire_lock(str(lock_path), 0, "p1", clock=ft.clock, sleep=ft.sleep, wait=wait)
         assert info.value.attempts == 1
         assert info.value.wait_ms == 0.0
         assert ft.sleeps == []
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and calls == []
     finally:
+        signal.signal(signal.SIGALRM, previous)
         os.close(fd)
 
 
@@ -117,7 +125,7 @@ def test_backoff_doubles_from_base_to_cap_and_stops_at_deadline(tmp_path):
     try:
         ft = FakeTime()
         with pytest.raises(LockingError) as info:
-            acquire_lock(str(lock_path), 1.0, "p1", base=0.01, cap=0.25,
+            acquire_lock(str(lock_path), 1.0, "p1", base=0.01, cap=0.25, wait="poll",
                          clock=ft.clock, sleep=ft.sleep, rand=lambda: 1.0)
     finally:
         os.close(fd)
@@ -134,7 +142,7 @@ def test_full_jitter_scales_each_ceiling_by_rand(tmp_path):
     try:
         ft = FakeTime()
         with pytest.raises(LockingError):
-            acquire_lock(str(lock_path), 0.1, "p1", base=0.01, cap=0.04,
+            acquire_lock(str(lock_path), 0.1, "p1", base=0.01, cap=0.04, wait="poll",
                          clock=ft.clock, sleep=ft.sleep, rand=lambda: 0.5)
     finally:
         os.close(fd)
@@ -159,7 +167,7 @@ def test_sleeps_bounded_by_cap_and_deadline(tmp_path_factory, timeout, base, cap
         ft = FakeTime()
         start = ft.now
         with pytest.raises(LockingError) as info:
-            acquire_lock(str(lock_path), timeout, "p", base=base, cap=cap,
+            acquire_lock(str(lock_path), timeout, "p", base=base, cap=cap, wait="poll",
                          clock=ft.clock, sleep=ft.sleep, rand=lambda: next(seq))
     finally:
         os.close(fd)
@@ -180,7 +188,7 @@ def test_attempts_and_wait_count_exactly_when_holder_releases(tmp_path):
             os.close(fd.pop())
 
     ft = FakeTime(on_sleep=release_after_third_sleep)
-    with acquire_lock(str(lock_path), 10, "p1", base=0.01, cap=0.25,
+    with acquire_lock(str(lock_path), 10, "p1", base=0.01, cap=0.25, wait="poll",
                       clock=ft.clock, sleep=ft.sleep, rand=lambda: 1.0) as handle:
         assert handle.attempts == 4
         assert handle.wait_ms == pytest.approx(70.0)  # 10 + 20 + 40 ms of (fake) sleep
@@ -189,13 +197,240 @@ def test_attempts_and_wait_count_exactly_when_holder_releases(tmp_path):
 
 @pytest.mark.parametrize("kwargs", [
     dict(timeout=-1), dict(timeout=None), dict(timeout=True),
-    dict(timeout=1, base=0), dict(timeout=1, base=0.5, cap=0.25),
+    dict(timeout=1, base=0), dict(timeout=1, base=0.5, cap=0.25), dict(timeout=1, wait="spin"),
+    dict(timeout=1, wait=None),
 ])
 def test_invalid_backoff_parameters_are_policy_errors(tmp_path, kwargs):
     timeout = kwargs.pop("timeout")
     with pytest.raises(PolicyError):
         acquire_lock(str(tmp_path / "lock"), timeout, "p", **kwargs)
     assert not (tmp_path / "lock").exists()
+
+
+# --- blocking wait (the default): real processes, real flock, real SIGALRM -------------
+
+def _release_later(release, seconds):
+    """Release a child_holder-style Event from a separate process after ``seconds``."""
+    proc = MP.Process(target=lambda: (time.sleep(seconds), release.set()))
+    proc.start()
+    return proc
+
+
+def _hold_until(lock_path, plan_id, ready, release):
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, ('{"pid": %d, "host": "h", "plan_id": "%s", "since": "s"}\n' % (os.getpid(), plan_id)).encode(), 0)
+    ready.set()
+    release.wait(60)
+    os.close(fd)
+
+
+@pytest.fixture
+def timed_holder():
+    """A real process holding the lock until ``hold_s`` elapses; yields (pid, release Event)."""
+    started = []
+
+    def start(lock_path, hold_s, plan_id="plan-held"):
+        ready, release = MP.Event(), MP.Event()
+        proc = MP.Process(target=_hold_until, args=(str(lock_path), plan_id, ready, release))
+        proc.start()
+        assert ready.wait(10), "holder never took the lock"
+        timer = _release_later(release, hold_s)
+        started.append((proc, release, timer))
+        return proc.pid, release
+
+    yield start
+    for proc, release, timer in started:
+        release.set()
+        proc.join(10)
+        timer.terminate()  # our own sleeper process; the holder is already released
+        timer.join(10)
+        assert proc.exitcode == 0
+
+
+def _blocked_flock_waiters(lock_path):
+    """Blocked flock waiters on lock_path's inode, from /proc/locks ("->" lines).
+
+    Since the kernel chains waiters behind one another, /proc/locks lists all of them only
+    on kernels that walk that tree (2021 on); on older ones the test below times out
+    waiting here and says so.
+    """
+    ino = os.stat(str(lock_path)).st_ino
+    with open("/proc/locks") as f:
+        return sum(1 for line in f if "->" in line and "FLOCK" in line
+                   and line.split()[6].endswith(":%d" % ino))
+
+
+def test_blocking_wait_takes_the_lock_on_release_in_two_attempts(tmp_path, timed_holder):
+    lock_path = tmp_path / "lock"
+    timed_holder(lock_path, 0.5)
+    with acquire_lock(str(lock_path), 30, "p") as handle:
+        # 1 immediate non-blocking try + 1 blocking flock that the release completed; a
+        # poller would have made several attempts in half a second.
+        assert handle.attempts == 2
+        assert 100.0 <= handle.wait_ms < 30000.0
+        assert json.loads(lock_path.read_bytes())["plan_id"] == "p"
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_blocking_wait_times_out_in_three_attempts_naming_the_holder(tmp_path, timed_holder):
+    lock_path = tmp_path / "lock"
+    pid, _unused = timed_holder(lock_path, 60, "plan-blocker")
+    with pytest.raises(LockingError) as info:
+        acquire_lock(str(lock_path), 0.3, "p")
+    err = info.value
+    assert not isinstance(err, LockUnavailableError)
+    # immediate try, the blocking wait the alarm interrupted, the last non-blocking try
+    assert err.attempts == 3
+    assert "3 attempts" in str(err)
+    assert 300.0 <= err.wait_ms < 5000.0
+    assert "pid %d" % pid in str(err) and "plan-blocker" in str(err)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("previous", ["python", signal.SIG_IGN, signal.SIG_DFL])
+@pytest.mark.parametrize("outcome", ["acquired", "timeout"])
+def test_previous_sigalrm_handler_is_restored_and_never_called(tmp_path, timed_holder, previous, outcome):
+    lock_path = tmp_path / "lock"
+    calls = []
+
+    def mine(signum, frame):
+        calls.append(signum)
+
+    handler = mine if previous == "python" else previous
+    saved = signal.signal(signal.SIGALRM, handler)
+    try:
+        timed_holder(lock_path, 0.3 if outcome == "acquired" else 60)
+        if outcome == "acquired":
+            acquire_lock(str(lock_path), 30, "p").release()
+        else:
+            with pytest.raises(LockingError):
+                acquire_lock(str(lock_path), 0.3, "p")
+        assert signal.getsignal(signal.SIGALRM) is handler
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        assert calls == []
+        if previous == "python":
+            # It is really installed again, not merely reported: a real SIGALRM reaches it.
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            time.sleep(1)
+            assert calls == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, saved)
+
+
+def test_an_armed_itimer_is_left_alone_and_the_wait_polls(tmp_path, timed_holder):
+    lock_path = tmp_path / "lock"
+    calls = []
+    saved = signal.signal(signal.SIGALRM, lambda signum, frame: calls.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        timed_holder(lock_path, 60)
+        with pytest.raises(LockingError) as info:
+            acquire_lock(str(lock_path), 0.5, "p")
+        remaining, interval = signal.getitimer(signal.ITIMER_REAL)
+        assert 0 < remaining <= 30 and interval == 0.0  # the caller's timer still runs
+        assert calls == []
+        # Polling (sleeps of at most 50 ms over 0.5 s), not one interrupted blocking wait.
+        assert info.value.attempts >= 6
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, saved)
+
+
+def test_off_the_main_thread_the_wait_polls_and_leaves_sigalrm_alone(tmp_path, timed_holder):
+    lock_path = tmp_path / "lock"
+    handler = signal.getsignal(signal.SIGALRM)
+    timed_holder(lock_path, 0.5)
+    out = []
+    thread = threading.Thread(target=lambda: out.append(acquire_lock(str(lock_path), 30, "p")))
+    thread.start()
+    thread.join(60)
+    assert len(out) == 1, "acquire_lock failed or hung off the main thread"
+    handle = out[0]
+    handle.release()
+    assert handle.attempts >= 4  # polled: waits of at most 50 ms over about 0.5 s
+    assert signal.getsignal(signal.SIGALRM) is handler
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def _send_sigalrm(pid, after):
+    time.sleep(after)
+    os.kill(pid, signal.SIGALRM)
+
+
+def test_a_stray_sigalrm_does_not_end_the_wait_early(tmp_path, timed_holder):
+    lock_path = tmp_path / "lock"
+    timed_holder(lock_path, 1.5)
+    calls = []
+    # Should the signal land outside the wait, it must not kill the test runner (SIG_DFL).
+    saved = signal.signal(signal.SIGALRM, lambda signum, frame: calls.append(signum))
+    sender = MP.Process(target=_send_sigalrm, args=(os.getpid(), 0.3))
+    sender.start()
+    try:
+        with acquire_lock(str(lock_path), 30, "p") as handle:
+            # interrupted wait + its non-blocking retry, then a second blocking wait
+            assert handle.attempts == 4
+            assert handle.wait_ms >= 1000.0  # it waited for the release, not the signal
+    finally:
+        sender.join(10)
+        signal.signal(signal.SIGALRM, saved)
+    assert calls == []  # the signal struck during the wait, where acquire_lock handles it
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_retry_on_the_descriptor_that_holds_the_lock_succeeds(tmp_path):
+    # The premise of the last non-blocking try after an alarm: if the alarm struck just
+    # after the blocking flock returned, that try reports the lock as ours.
+    fd = os.open(str(tmp_path / "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert _try_flock(fd, str(tmp_path / "lock")) is True
+        other = hold_or_none(tmp_path / "lock")
+        assert other is None  # and it is still held exclusively
+    finally:
+        os.close(fd)
+
+
+def hold_or_none(lock_path):
+    fd = os.open(str(lock_path), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _queued_waiter(lock_path, name, out_path, hold):
+    with acquire_lock(lock_path, 60, name):
+        with open(out_path, "a") as f:
+            f.write(name + "\n")
+        time.sleep(hold)
+
+
+def test_waiters_get_the_lock_in_arrival_order(tmp_path, timed_holder):
+    # The kernel queues blocked flock waiters and hands the lock to the oldest: the
+    # fairness the polling strategies only approximate.
+    lock_path = tmp_path / "lock"
+    out = str(tmp_path / "order.txt")
+    _unused, release = timed_holder(lock_path, 60)
+    waiters = []
+    names = ["w%d" % n for n in range(5)]
+    for n, name in enumerate(names):
+        proc = MP.Process(target=_queued_waiter, args=(str(lock_path), name, out, 0.02))
+        proc.start()
+        waiters.append(proc)
+        deadline = time.monotonic() + 30
+        while _blocked_flock_waiters(lock_path) < n + 1:  # queued before the next one starts
+            assert time.monotonic() < deadline, "waiter %s never blocked in flock" % name
+            time.sleep(0.005)
+    release.set()
+    for proc in waiters:
+        proc.join(60)
+        assert proc.exitcode == 0
+    with open(out) as f:
+        assert f.read().split() == names
 
 
 # --- holder record and the timeout error ------------------------------------------------
@@ -350,13 +585,13 @@ CONTROL_ROUNDS = 20
 STRESS_TIMEOUT = 15.0
 
 
-def _stress_worker(lock_path, out_path, start_barrier, locked):
+def _stress_worker(lock_path, out_path, start_barrier, locked, wait):
     lines = []
     start_barrier.wait(10)
     began = time.monotonic()
     for i in range(STRESS_ROUNDS if locked else CONTROL_ROUNDS):
         if locked:
-            handle = acquire_lock(lock_path, STRESS_TIMEOUT, "plan-%d-%d" % (os.getpid(), i))
+            handle = acquire_lock(lock_path, STRESS_TIMEOUT, "plan-%d-%d" % (os.getpid(), i), wait=wait)
             attempts, wait_ms = handle.attempts, handle.wait_ms
         else:
             handle, attempts, wait_ms = None, 1, 0.0
@@ -371,13 +606,13 @@ def _stress_worker(lock_path, out_path, start_barrier, locked):
         f.writelines(lines)
 
 
-def run_workers(tmp_path, procs, locked):
+def run_workers(tmp_path, procs, locked, wait="block"):
     lock_path = str(tmp_path / "lock")
     barrier = MP.Barrier(procs)
     workers = []
     for n in range(procs):
         out = str(tmp_path / ("worker-%d.txt" % n))
-        p = MP.Process(target=_stress_worker, args=(lock_path, out, barrier, locked))
+        p = MP.Process(target=_stress_worker, args=(lock_path, out, barrier, locked, wait))
         p.start()
         workers.append((p, out))
     per_worker = []
@@ -404,8 +639,9 @@ def overlapping_sections(intervals):
     return overlaps
 
 
-def test_no_two_processes_are_ever_inside_the_lock_together(tmp_path):
-    per_worker = run_workers(tmp_path, STRESS_PROCS, locked=True)
+@pytest.mark.parametrize("wait", ["block", "poll"])
+def test_no_two_processes_are_ever_inside_the_lock_together(tmp_path, wait):
+    per_worker = run_workers(tmp_path, STRESS_PROCS, locked=True, wait=wait)
     rows = [row for _unused, worker_rows in per_worker for row in worker_rows]
     assert len(rows) == STRESS_PROCS * STRESS_ROUNDS
     assert overlapping_sections([(enter, leave) for enter, leave, _unused, _unused in rows]) == []
@@ -415,6 +651,9 @@ def test_no_two_processes_are_ever_inside_the_lock_together(tmp_path):
     # Under this much contention somebody must have retried; all-ones means no contention
     # was exercised and the test proves nothing.
     assert sum(attempts) > len(rows)
+    if wait == "block":
+        # Taken at once (1) or by one blocking wait (2): the kernel queue, not retries.
+        assert set(attempts) <= {1, 2}
     for total, worker_rows in per_worker:
         assert all(wait_ms <= STRESS_TIMEOUT * 1000.0 + 50.0 for _unused, _unused, _unused, wait_ms in worker_rows)
         assert total <= STRESS_ROUNDS * STRESS_TIMEOUT
