@@ -103,18 +103,18 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
 
     An intermediate symlink is followed only when it resolves inside root (absolute link text
     is taken relative to root, as a chroot would); '..' may not climb above root.
-    With create_mode, a missing directory is created with that mode (exactly, whatever the umask; its
-    parent fsynced through durability) -- but only while no symlink has been followed: a directory is never
-    created where a symlink points.  Returns (fd, in-root path of the directory)."""
+    With create_mode, a missing directory named by rel_parts is created with that mode (exactly, whatever
+    the umask; its parent fsynced through durability); one named by a symlink's text never is: a dangling
+    symlink is an error, not a place to mkdir.  Returns (fd, in-root path of the directory)."""
     stack = []  # [(name, fd)] of the in-root directory chain below root
-    queue = list(rel_parts)
+    queue = [(p, False) for p in rel_parts]  # (component, named by a symlink's text?)
     hops = 0
     made = None  # the name this walk just created in `cur`
     retries = 0
     cur = os.dup(root_fd)
     try:
         while queue:
-            part = queue.pop(0)
+            part, from_link = queue.pop(0)
             if part in ("", "."):
                 continue
             if part == "..":
@@ -130,14 +130,14 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
             except OSError as e:
                 if e.errno == errno.ENOENT:
                     where = "/" + "/".join([n for n, _f in stack] + [part])
-                    if create_mode is not None and hops == 0 and retries < _MAX_SYMLINK_HOPS:
+                    if create_mode is not None and not from_link and retries < _MAX_SYMLINK_HOPS:
                         retries += 1
                         made = part if _mkdir_at(cur, part, create_mode, durability) else None
-                        queue.insert(0, part)
+                        queue.insert(0, (part, from_link))
                         continue
-                    if create_mode is not None and hops:
-                        raise NotFoundBeneath("%s=%r: directory %s, where a symlink on the way leads, does not exist; "
-                                              "it is not created through a symlink: create it or fix the path"
+                    if create_mode is not None and from_link:
+                        raise NotFoundBeneath("%s=%r: directory %s, where a symlink on the way points, does not exist; "
+                                              "it is not created through a symlink: create it or fix the symlink"
                                               % (option, original, where))
                     raise NotFoundBeneath("%s=%r: directory %s does not exist inside root; create it or fix the path"
                                           % (option, original, where))
@@ -156,7 +156,7 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
                     stack = []
                     os.close(cur)
                     cur = os.dup(root_fd)
-                queue = _split(text) + queue
+                queue = [(p, True) for p in _split(text)] + queue
                 continue
             stack.append((part, nfd))
             if made == part:
