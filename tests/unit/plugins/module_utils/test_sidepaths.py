@@ -93,6 +93,8 @@ def plant(sb, option, index, style, decoy):
         shutil.rmtree(at)
     elif os.path.lexists(at):
         os.unlink(at)
+    # The decoy holds the rest of the path, so code that followed the symlink would find it and write there.
+    os.makedirs(os.path.join(decoy, *parts[index:-1]) if index < len(parts) - 1 else decoy, exist_ok=True)
     if style == "absolute":
         text = os.path.join(decoy, parts[index])  # a host path outside root
     else:
