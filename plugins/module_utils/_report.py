@@ -84,6 +84,7 @@ class Reporter(object):
             return
         payload = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.events).encode("utf-8")
         count = len(self.events)
+        fd = None
         try:
             if self.audit_open is None:
                 raise SwitchyardError("no way to open it beneath root was given")
@@ -97,6 +98,7 @@ class Reporter(object):
                 os.close(fd)
         except (OSError, SwitchyardError) as e:
             reason = e.msg if isinstance(e, SwitchyardError) else "%s (errno %s)" % (e.strerror or e, e.errno)
+            torn = " (the log may end in a partial line)" if fd is not None else ""
             self.event(CLOSING_STAGE.get(self.stage, self.stage), "warn", audit_log=self.audit_log,
-                       msg="audit_log %s: %d event(s) of this run were not written (the log may end in a partial "
-                           "line): %s" % (self.audit_log, count, reason))
+                       msg="audit_log %s: %d event(s) of this run were not written%s: %s"
+                           % (self.audit_log, count, torn, reason))

@@ -50,7 +50,7 @@ def relative_to_root(root, path, option="path"):
     root_parts = [p for p in root.split("/") if p]
     if parts[:len(root_parts)] != root_parts:
         raise OutsideRootError("%s=%r is outside root %s; give a path inside root, e.g. %s"
-                          % (option, path, root, os.path.join(root, path.lstrip("/"))))
+                               % (option, path, root, os.path.join(root, path.lstrip("/"))))
     inner = parts[len(root_parts):]
     if not inner:
         raise PolicyError("%s=%r is root itself; name a file inside root" % (option, path))
@@ -238,6 +238,9 @@ def _mkdir_at(dir_fd, name, mode, durability):
 # -- side paths: lock_path, audit_log, state_dir, policy.backup_dir -------------------------------
 
 
+_KIND_WORDS = {"symlink": "a symlink", "file": "a file", "other": "a special file"}
+
+
 class SidePath(object):
     """A side path option mapped to the directory it is resolved from: root, or -- only when
     policy.allow_side_paths_outside_root allows a path outside root -- the host's /."""
@@ -288,12 +291,13 @@ def open_dirs_below(dir_fd, parts, create, mode, option, original, durability=No
     fd = os.dup(dir_fd)
     try:
         for part in parts:
-            st = lstat_at(fd, part)
-            kind = kind_of(st)
-            if kind != "directory":
-                raise PolicyError("%s=%r: %s is a %s, not a directory; side directories are never followed through a "
+            kind = kind_of(lstat_at(fd, part))
+            if kind in ("symlink", "file", "other"):
+                raise PolicyError("%s=%r: %s is %s, not a directory; side directories are never followed through a "
                                   "symlink: remove it or point %s at a real directory"
-                                  % (option, original, part, kind, option))
+                                  % (option, original, part, _KIND_WORDS[kind], option))
+            if kind == "absent":
+                break
             nfd = fs.open_dir_at(fd, part)
             os.close(fd)
             fd = nfd

@@ -138,6 +138,6 @@ def test_planted_side_path_symlinks_through_playbooks(tmp_path):
     assert "not a directory" in state["msg"]
 
     assert not os.path.islink(sb.p("/usr/bin/ls"))  # nothing was swapped by the refused runs
+    events = r.result("audit log outside root on purpose")["ansible_facts"]["switchyard_preflight"]["events"]
     with open(outside_log) as f:
-        assert len(f.read().splitlines()) == len(r.result("audit log outside root on purpose")["ansible_facts"]
-                                                  ["switchyard_preflight"]["events"])
+        assert len(f.read().splitlines()) == len(events)
