@@ -305,7 +305,7 @@ def _lock_contender(root, excl_dir, out, rounds, start):
     held, refused, overlaps, inodes = 0, 0, 0, set()
     settings = Settings(root=root, lock_timeout=5)
     start.wait()
-    for _ in range(rounds):
+    for _round in range(rounds):
         run = Run(settings, "apply", None)
         try:
             try:
