@@ -25,7 +25,8 @@ description:
     already has one of those keys with a different value, the event's value is kept under
     C(event_<key>).
   - The file is opened with C(O_APPEND) so concurrent C(ansible-playbook) runs writing the
-    same file never overwrite each other; every batch of lines is flushed with one
+    same file never overwrite each other, and with C(O_NOFOLLOW); a symlink at the path, or anything
+    but a regular file, is refused (an error is displayed and nothing is written). Every batch of lines is flushed with one
     C(write) per line and C(fsync)ed before the callback returns. A new file is created with
     mode C(0600) and its directory is fsynced so the file survives a crash.
   - An event is written once per host even when the same result reaches the callback twice
@@ -82,6 +83,7 @@ EXAMPLES = r"""
 import errno
 import json
 import os
+import stat
 
 from ansible.plugins.callback import CallbackBase
 
@@ -148,9 +150,18 @@ class JsonlAppender(object):
         parent = os.path.dirname(self.path) or "."
         if not os.path.isdir(parent):
             os.makedirs(parent, 0o700)
-        created = not os.path.exists(self.path)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self._fd = os.open(self.path, flags, 0o600)
+        # Never through a final symlink, never blocking on a FIFO; created exclusively, or an existing regular file.
+        flags = (os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_NOCTTY", 0))
+        try:
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+            fd = self._open_existing(flags)
+            created = False
+        self._fd = fd
         if created and self.fsync:
             # The new directory entry must be durable too, not only the file's contents.
             dfd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -158,6 +169,20 @@ class JsonlAppender(object):
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+
+    def _open_existing(self, flags):
+        try:
+            fd = os.open(self.path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "it is a symlink; refusing to follow it", self.path)
+            if exc.errno == errno.ENXIO:
+                raise OSError(errno.ENXIO, "it is not a regular file", self.path)
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "it is not a regular file", self.path)
+        return fd
 
     def append(self, records):
         if not records:

@@ -42,6 +42,14 @@ options:
           - Default V([]) unless the O(preset) sets it.
         type: list
         elements: str
+      allow_side_paths_outside_root:
+        description:
+          - Allow lock_path, state_dir and audit_log outside root (their final component is still never a symlink).
+          - Without it a side path outside O(root) fails with E_POLICY before anything is touched. Inside O(root)
+            side paths are opened through the root directory handle and an intermediate symlink is followed only
+            while it stays inside O(root) (see C(docs/security.md)).
+          - Default V(false) unless the O(preset) sets it.
+        type: bool
       allow_unlocked_commit:
         description:
           - Allow committing changes without holding the lock (locking optional only).
@@ -171,6 +179,9 @@ options:
   lock_path:
     description:
       - Process lock file (flock). Defaults to C(<root>/run/lock/switchyard.lock).
+      - Must lie inside O(root) unless O(policy.allow_side_paths_outside_root). Opened through the root directory
+        handle, never through a final symlink; an existing file must be a regular file owned by the module's user
+        with a single link (E_LOCKING otherwise).
     type: path
   lock_timeout:
     description:
@@ -180,6 +191,8 @@ options:
   state_dir:
     description:
       - Directory inside O(root) for write-ahead journals. Defaults to C(<root>/var/lib/switchyard).
+      - Created C(0700); missing parents are created C(0755). A symlink or a file at O(state_dir) is refused
+        with E_POLICY. Outside O(root) only with O(policy.allow_side_paths_outside_root).
     type: path
   backup_tag:
     description:
@@ -189,6 +202,9 @@ options:
   audit_log:
     description:
       - Also append every audit event as one JSON line to this file on the managed host (fsynced).
+      - Must lie inside O(root) unless O(policy.allow_side_paths_outside_root). Opened with C(O_APPEND) and
+        never through a final symlink; an existing file must be a regular file owned by the module's user with a
+        single link. A log that cannot be written (refused, EISDIR, ENOSPC, EACCES) is a warning, never a failed task.
     type: path
 notes:
   - Check mode runs every probe for real and changes nothing; the lock is not taken in check mode.

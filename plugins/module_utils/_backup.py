@@ -5,7 +5,6 @@
 
 from __future__ import absolute_import, division, print_function
 
-import errno
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as f
 from ansible_collections.switchyard.fs.plugins.module_utils import _preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     BackupMissingError, ExdevError, RestoreFailedError, PolicyError)
+from ansible_collections.switchyard.fs.plugins.module_utils._safepath import SidePath, open_dirs_below, open_side_dir
 
 SIDECAR_SCHEMA = "backup_meta.v2"
 KNOWN_SIDECAR_SCHEMAS = ("backup_meta.v1", "backup_meta.v2")
@@ -73,15 +73,17 @@ class BackupStore(object):
         With create, missing directories are made (and their parents fsynced through durability)."""
         if self.backup_dir_rel is None:
             return os.dup(target.parent_fd)
-        parts = [p for p in self.backup_dir_rel.split("/") if p] + [p for p in target.parent_rel.split("/") if p]
-        if create:
-            return fs.makedirs_at(self.root_fd, parts, 0o700, durability)
+        # backup_dir's parents by the one walk (0755), backup_dir and its mirror of target directories private
+        # (0700), never through a symlink.
+        side = SidePath("policy.backup_dir", self.backup_dir_rel, self.backup_dir_rel, False)
+        bfd = open_side_dir(self.root_fd, side, create, 0o700, 0o755, durability)
+        if bfd is None:
+            return None
         try:
-            return fs.open_dirs_at(self.root_fd, parts)
-        except OSError as e:
-            if e.errno == errno.ENOENT:
-                return None
-            raise
+            return open_dirs_below(bfd, [p for p in target.parent_rel.split("/") if p], create, 0o700, side.option,
+                                   self.backup_dir_rel, durability)
+        finally:
+            os.close(bfd)
 
     def list(self, target, dir_fd):
         """Complete backups of target, newest first.  Incomplete ones (no sidecar, unparsable

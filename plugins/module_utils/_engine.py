@@ -21,12 +21,13 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _smoke
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     SwitchyardError, PolicyError, LockingError, AtomicSwapError, RestoreFailedError, SmokeError,
     BackupMissingError, InternalError, ERROR_CLASSES)
-from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock, LockUnavailableError
+from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock, lock_dir_error, LockUnavailableError
 from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action, Plan
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
 from ansible_collections.switchyard.fs.plugins.module_utils._report import Reporter
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
-    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, host_path_beneath, NAME_MAX)
+    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, host_path_beneath, side_path,
+    open_anchor, open_dir_beneath, open_side_file, NAME_MAX)
 
 
 def _now_ms():
@@ -40,17 +41,20 @@ class Settings(object):
                  backup_tag="switchyard", audit_log=None, check_mode=False):
         self.root = normalize_root(root)
         self.policy = resolve_policy(preset or "default", policy or {})
+        # Side paths (docs/security.md "Side paths"): inside root, or outside only when the knob says so.
+        outside = self.policy.allow_side_paths_outside_root
         self.lock_path = lock_path or os.path.join(self.root, "run/lock/switchyard.lock")
-        if not os.path.isabs(self.lock_path):
-            raise PolicyError("lock_path=%r must be an absolute path" % (lock_path,))
+        self.lock_side = side_path(self.root, self.lock_path, "lock_path", outside)
         if lock_timeout is None or lock_timeout < 0:
             raise PolicyError("lock_timeout=%r must be a number of seconds >= 0" % (lock_timeout,))
         self.lock_timeout = float(lock_timeout)
-        self.state_rel = relative_to_root(self.root, state_dir or os.path.join(self.root, "var/lib/switchyard"),
-                                          "state_dir")
+        self.state_side = side_path(self.root, state_dir or os.path.join(self.root, "var/lib/switchyard"), "state_dir",
+                                    outside)
+        self.state_rel = self.state_side.rel
         self.backup_tag = backup_tag
         bk.BackupStore(None, None, backup_tag)  # validates the tag
         self.audit_log = audit_log
+        self.audit_side = side_path(self.root, audit_log, "audit_log", outside) if audit_log else None
         self.check_mode = check_mode
         self.backup_dir_rel = None
         if self.policy.backup_dir:
@@ -67,7 +71,8 @@ class Run(object):
         self.run_id = str(uuid.uuid4())
         self.root_fd = open_root(settings.root)
         self.durability = fs.Durability(self.policy.require_backup_durability)
-        self.rep = Reporter(stage, plan_id, self.run_id, settings.check_mode, settings.audit_log)
+        self.rep = Reporter(stage, plan_id, self.run_id, settings.check_mode, settings.audit_log,
+                            audit_open=self._open_audit_log)
         self.store = bk.BackupStore(self.root_fd, settings.backup_dir_rel, settings.backup_tag)
         self.lock = None
         self.lock_facts = {"lock_backend": "none", "lock_wait_ms": 0.0, "lock_attempts": 0}
@@ -83,13 +88,45 @@ class Run(object):
             os.close(self.root_fd)
             self.root_fd = None
 
+    def state_dir(self, create):
+        """<state_dir>/journal, beneath root (docs/security.md "Side paths"); None when absent and not create."""
+        anchor = open_anchor(self.s.state_side, self.root_fd)
+        try:
+            return jr.open_state_dir(anchor, self.s.state_side, create, self.durability if create else None)
+        finally:
+            os.close(anchor)
+
+    def _open_audit_log(self):
+        anchor = open_anchor(self.s.audit_side, self.root_fd)
+        try:
+            return open_side_file(anchor, self.s.audit_side, os.O_WRONLY | os.O_APPEND, 0o640)
+        finally:
+            os.close(anchor)
+
+    def _open_lock_dir(self):
+        """The directory of lock_path, by the one walk beneath root (missing parents made 0755, never through a
+        symlink); the lock file itself is then opened in it by name."""
+        side = self.s.lock_side
+        anchor = open_anchor(side, self.root_fd)
+        try:
+            return open_dir_beneath(anchor, side.parts[:-1], side.option, side.host_path, create_mode=0o755)[0]
+        except OSError as e:
+            raise lock_dir_error(e, side.host_path)
+        finally:
+            os.close(anchor)
+
     # -- locking (SPEC section 8) -------------------------------------------------------------
     def take_lock(self):
         """Check mode never creates the lock file; it only reports what a commit would do."""
         if self.s.check_mode:
             return
         try:
-            self.lock = acquire_lock(self.s.lock_path, self.s.lock_timeout, self.rep.plan_id)
+            lock_dir = self._open_lock_dir()
+            try:
+                self.lock = acquire_lock(self.s.lock_path, self.s.lock_timeout, self.rep.plan_id, dir_fd=lock_dir,
+                                         name=self.s.lock_side.parts[-1])
+            finally:
+                os.close(lock_dir)
         except LockUnavailableError as e:
             if self.policy.locking == "required" or not self.policy.allow_unlocked_commit:
                 raise LockingError("%s; policy.locking is %s and allow_unlocked_commit is %s"
@@ -105,7 +142,7 @@ class Run(object):
 
     # -- recovery (SPEC section 4.7) ------------------------------------------------------------
     def recover(self):
-        jdir = jr.open_state_dir(self.root_fd, self.s.state_rel.strip("/").split("/"), create=False)
+        jdir = self.state_dir(create=False)
         if jdir is None:
             return
         try:
@@ -700,8 +737,7 @@ def _commit(run, plan, acts, todo, checks, base):
     try:
         now = _now_ms()
         try:
-            jdir = jr.open_state_dir(run.root_fd, s.state_rel.strip("/").split("/"), create=True,
-                                     durability=run.durability)
+            jdir = run.state_dir(create=True)
             jactions = []
             reserved = set()  # backup names of the whole plan, chosen before the first mutation
             for la in todo:
@@ -713,10 +749,13 @@ def _commit(run, plan, acts, todo, checks, base):
             journal = jr.Journal.begin(jdir, run.run_id, {
                 "kind": "apply", "plan_id": plan.plan_id, "run_id": run.run_id, "tag": s.backup_tag, "ts_ms": now,
                 "backup_dir_rel": s.backup_dir_rel, "actions": jactions}, run.durability)
-        except OSError as e:
+        except (OSError, PolicyError) as e:
             # Nothing was swapped yet: fail the plan without touching any target.
-            err = AtomicSwapError("could not write the write-ahead journal under state_dir %s: %s; nothing was changed"
-                                  % (s.state_rel, e.strerror or e))
+            if isinstance(e, PolicyError):  # state_dir or backup_dir refused (docs/security.md "Side paths")
+                err = PolicyError("%s; nothing was changed" % e.msg)
+            else:
+                err = AtomicSwapError("could not write the write-ahead journal under state_dir %s: %s; nothing was "
+                                      "changed" % (s.state_rel, e.strerror or e))
             run.rep.event("apply.result", "failure", msg=err.msg, backup_durable=run.durability.durable)
             return _apply_report(run, acts, base, err, [], False), err, run.rep.warnings
         fs.fault_point("after_journal")
@@ -928,7 +967,7 @@ def _apply_report(run, acts, base, err, rolled, committed, smoke_results=()):
 
 def _journal_for_plan(run, plan_id):
     """The newest journal of plan_id (any state), or raise E_BACKUP_MISSING."""
-    jdir = jr.open_state_dir(run.root_fd, run.s.state_rel.strip("/").split("/"), create=False)
+    jdir = run.state_dir(create=False)
     found = None
     if jdir is not None:
         try:

@@ -526,6 +526,38 @@ def read_small_at(dirfd, name, limit=16 << 20):
         os.close(fd)
 
 
+def open_or_create_at(dirfd, name, flags, mode):
+    """(fd, created) for a file `name` in dirfd: created exclusively when absent, else the existing entry opened.
+
+    Never follows a final symlink (ELOOP) and never blocks on a FIFO (O_NONBLOCK); the caller checks what it got
+    with regular_file_problem(os.fstat(fd))."""
+    base = flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+    for _attempt in range(8):
+        try:
+            return os.open(name, base | os.O_CREAT | os.O_EXCL, mode, dir_fd=dirfd), True
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+        try:
+            return os.open(name, base, dir_fd=dirfd), False
+        except OSError as e:
+            if e.errno != errno.ENOENT:  # removed between the two opens: create it again
+                raise
+    raise OSError(errno.EAGAIN, "%s keeps appearing and disappearing" % name)
+
+
+def regular_file_problem(st):
+    """Why an opened side file (lock, audit log) must not be used, or None: it must be a regular file, owned
+    by this process's user, with one link (a hard link would let writes reach another file)."""
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (%s)" % kind_of(st)
+    if st.st_uid != os.geteuid():
+        return "is owned by uid %d, not by uid %d that runs this module" % (st.st_uid, os.geteuid())
+    if st.st_nlink != 1:
+        return "has %d hard links (it may be another file's name)" % st.st_nlink
+    return None
+
+
 def makedirs_at(dirfd, rel_parts, mode=0o755, durability=None):
     """Open (creating as needed) a chain of directories under dirfd, never following symlinks.
     Returns a new fd for the last one; the caller closes it.  With `durability`, the parent of

@@ -11,6 +11,7 @@ import json
 import os
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_dirs_below, open_side_dir
 
 JOURNAL_SUFFIX = ".journal"
 FINAL_STATES = ("committed", "rolled_back", "recovered", "failed_rollback")
@@ -183,14 +184,14 @@ def remove_dead_temps(dir_fd):
                 journal.close()
 
 
-def open_state_dir(root_fd, state_rel_parts, create, durability=None):
-    """Open <state_dir>/journal beneath root; None when it does not exist and create is False."""
-    parts = list(state_rel_parts) + ["journal"]
-    if create:
-        return fs.makedirs_at(root_fd, parts, 0o700, durability)
+def open_state_dir(anchor_fd, side, create, durability=None):
+    """Open <state_dir>/journal (a SidePath resolved from anchor_fd); None when absent and create is False.
+
+    state_dir and its journal directory are private (0700); missing parents are made 0755 through no symlink."""
+    sfd = open_side_dir(anchor_fd, side, create, 0o700, 0o755, durability)
+    if sfd is None:
+        return None
     try:
-        return fs.open_dirs_at(root_fd, parts)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return None
-        raise
+        return open_dirs_below(sfd, ["journal"], create, 0o700, side.option, side.host_path, durability)
+    finally:
+        os.close(sfd)

@@ -19,6 +19,7 @@ import stat
 import threading
 import time
 
+from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import LockingError, PolicyError
 
 # How acquire_lock waits after a failed first attempt: block in flock(2) until an interval
@@ -149,32 +150,51 @@ def _os_error_to_lock_error(exc, what, lock_path, unavailable):
     return LockingError(msg, path=lock_path)
 
 
-def _open_lock_file(lock_path):
-    parent = os.path.dirname(lock_path)
+def lock_dir_error(exc, lock_path):
+    """The LockingError for a directory of lock_path that cannot be opened or created (the engine's walk)."""
+    return _os_error_to_lock_error(exc, "create the directory of", lock_path, _UNAVAILABLE_ERRNOS)
+
+
+def _open_lock_file(lock_path, dir_fd=None, name=None):
+    """Open (creating exclusively when absent) the lock file: `name` in the already-confined directory dir_fd
+    (the engine's way), or lock_path itself, its missing parents made 0755.  Only a regular file owned by this
+    user with one link is used: never a symlink, and never a hard link whose truncation would reach another file."""
+    own_dir = dir_fd is None
+    if own_dir:
+        parent = os.path.dirname(lock_path) or "."
+        name = os.path.basename(lock_path)
+        try:
+            if not os.path.isdir(parent):
+                os.makedirs(parent, 0o755)
+        except OSError as exc:
+            if not os.path.isdir(parent):  # tolerate a concurrent makedirs
+                raise lock_dir_error(exc, lock_path)
+        try:
+            dir_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise lock_dir_error(exc, lock_path)
     try:
-        if parent and not os.path.isdir(parent):
-            os.makedirs(parent, 0o755)
-    except OSError as exc:
-        if not os.path.isdir(parent):  # tolerate a concurrent makedirs
-            raise _os_error_to_lock_error(exc, "create the directory of", lock_path, _UNAVAILABLE_ERRNOS)
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(lock_path, flags, 0o644)
+        fd, _created = fs.open_or_create_at(dir_fd, name, os.O_RDWR, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             # Something planted a symlink at the lock path: refuse, and do not let the
             # engine treat it as "no lock available" and run unlocked.
             raise LockingError("lock file %s is a symlink; refusing to follow it" % lock_path,
                                path=lock_path)
+        if exc.errno == errno.ENXIO:  # a socket (or a FIFO nobody reads)
+            raise LockingError("lock file %s is not a regular file" % lock_path, path=lock_path)
         raise _os_error_to_lock_error(exc, "open", lock_path, _UNAVAILABLE_ERRNOS)
+    finally:
+        if own_dir:
+            os.close(dir_fd)
     try:
-        mode = os.fstat(fd).st_mode
+        problem = fs.regular_file_problem(os.fstat(fd))
     except OSError as exc:
         os.close(fd)
         raise _os_error_to_lock_error(exc, "stat", lock_path, _UNAVAILABLE_ERRNOS)
-    if not stat.S_ISREG(mode):
+    if problem:
         os.close(fd)
-        raise LockingError("lock file %s is not a regular file" % lock_path, path=lock_path)
+        raise LockingError("lock file %s %s; refusing to use it" % (lock_path, problem), path=lock_path)
     return fd
 
 
@@ -314,7 +334,8 @@ def _wait_polling(fd, lock_path, deadline, clock, sleep, rand, base, cap):
 
 
 def acquire_lock(lock_path, timeout, plan_id, base=DEFAULT_BASE, cap=DEFAULT_CAP,
-                 clock=time.monotonic, sleep=time.sleep, rand=random.random, wait=WAIT_BLOCK):
+                 clock=time.monotonic, sleep=time.sleep, rand=random.random, wait=WAIT_BLOCK,
+                 dir_fd=None, name=None):
     """Take an exclusive flock on lock_path within ``timeout`` seconds; return a LockHandle.
 
     The first attempt is an immediate non-blocking ``flock``.  If it fails and ``timeout``
@@ -334,11 +355,12 @@ def acquire_lock(lock_path, timeout, plan_id, base=DEFAULT_BASE, cap=DEFAULT_CAP
     attempt.  The total wait is bounded by ``timeout`` (plus signal delivery and one
     ``flock`` call).  Raises LockingError on timeout and LockUnavailableError when no
     lock can be had here.
+    With dir_fd and name the file is `name` in that directory (lock_path then only names it in messages).
     """
     if wait not in (WAIT_BLOCK, WAIT_POLL):
         raise PolicyError("lock wait must be %r or %r, got %r" % (WAIT_BLOCK, WAIT_POLL, wait))
     _validate(timeout, base, cap)
-    fd = _open_lock_file(lock_path)
+    fd = _open_lock_file(lock_path, dir_fd, name)
     try:
         start = clock()
         deadline = start + timeout

@@ -38,6 +38,7 @@ KNOBS = {
     "retention_age": (None, float, "Delete backups older than this many seconds (the newest is always kept)."),
     "on_unfinished_plan": ("rollback", ("rollback", "stop"), "What any module does when it finds a plan a crash left unfinished."),
     "backup_dir": (None, str, "Keep backups in this directory (inside root) instead of next to each target."),
+    "allow_side_paths_outside_root": (False, bool, "Allow lock_path, state_dir and audit_log outside root (their final component is still never a symlink)."),
 }
 
 DEFAULTS = dict((name, spec[0]) for name, spec in KNOBS.items())

@@ -10,8 +10,13 @@ import json
 import os
 import uuid
 
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError
+
 SCHEMA_VERSION = 1
 COLLECTION_VERSION = "0.1.0"
+# The stage of the event that says a run's audit log could not be written: the run's own closing stage.
+CLOSING_STAGE = {"preflight": "preflight.summary", "apply": "apply.result", "restore": "restore",
+                 "prune": "prune.result"}
 
 
 def utc_ts():
@@ -21,7 +26,8 @@ def utc_ts():
 class Reporter(object):
     """Collects the events of one module run and builds its report."""
 
-    def __init__(self, stage, plan_id, run_id, dry_run, audit_log=None, durability=None):
+    def __init__(self, stage, plan_id, run_id, dry_run, audit_log=None, durability=None, audit_open=None):
+        """audit_log names the host file (messages only); audit_open() returns an fd open on it for appending."""
         self.stage = stage
         self.plan_id = plan_id
         self.run_id = run_id
@@ -29,6 +35,7 @@ class Reporter(object):
         self.events = []
         self.warnings = []
         self.audit_log = audit_log
+        self.audit_open = audit_open
         self.durability = durability
 
     def event(self, stage, decision="success", **fields):
@@ -68,16 +75,30 @@ class Reporter(object):
         return rep
 
     def flush_audit_log(self):
-        """Append every event as one JSON line to audit_log on the host, fsynced."""
+        """Append every event as one JSON line to audit_log on the host, fsynced.
+
+        Never raises: the run's result (a committed apply included) stands whatever happens to its log.  A
+        failure (EISDIR, ENOSPC, EACCES, a planted symlink...) becomes a warn event in the report and a module
+        warning."""
         if not self.audit_log or not self.events:
             return
-        parent = os.path.dirname(self.audit_log)
-        if parent and not os.path.isdir(parent):
-            os.makedirs(parent, 0o755)
-        fd = os.open(self.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        payload = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.events).encode("utf-8")
+        count = len(self.events)
+        fd = None
         try:
-            payload = "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.events).encode("utf-8")
-            os.write(fd, payload)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            if self.audit_open is None:
+                raise SwitchyardError("no way to open it beneath root was given")
+            fd = self.audit_open()
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except (OSError, SwitchyardError) as e:
+            reason = e.msg if isinstance(e, SwitchyardError) else "%s (errno %s)" % (e.strerror or e, e.errno)
+            torn = " (the log may end in a partial line)" if fd is not None else ""
+            self.event(CLOSING_STAGE.get(self.stage, self.stage), "warn", audit_log=self.audit_log,
+                       msg="audit_log %s: %d event(s) of this run were not written%s: %s"
+                           % (self.audit_log, count, torn, reason))

@@ -9,11 +9,22 @@ import errno
 import os
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
+from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fsatoms import DIR_FLAGS, lstat_at, kind_of
 
 _MAX_SYMLINK_HOPS = 40
 NAME_MAX = 255   # bytes in one path component (Linux, every common filesystem)
 PATH_MAX = 4096  # bytes in a path, its terminating NUL included
+
+OUTSIDE_KNOB = "allow_side_paths_outside_root"
+
+
+class OutsideRootError(PolicyError):
+    """A path lies (lexically) outside root."""
+
+
+class NotFoundBeneath(PolicyError):
+    """A directory on the way does not exist (and was not to be created)."""
 
 
 def normalize_root(root):
@@ -41,8 +52,8 @@ def relative_to_root(root, path, option="path"):
         raise PolicyError("%s=%r contains '.' or '..'; write the normalised absolute path" % (option, path))
     root_parts = [p for p in root.split("/") if p]
     if parts[:len(root_parts)] != root_parts:
-        raise PolicyError("%s=%r is outside root %s; give a path inside root, e.g. %s"
-                          % (option, path, root, os.path.join(root, path.lstrip("/"))))
+        raise OutsideRootError("%s=%r is outside root %s; give a path inside root, e.g. %s"
+                               % (option, path, root, os.path.join(root, path.lstrip("/"))))
     inner = parts[len(root_parts):]
     if not inner:
         raise PolicyError("%s=%r is root itself; name a file inside root" % (option, path))
@@ -97,19 +108,23 @@ def open_root(root):
     return os.open(root, DIR_FLAGS & ~os.O_NOFOLLOW)
 
 
-def open_dir_beneath(root_fd, rel_parts, option, original):
+def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, durability=None):
     """Walk directories from root_fd one component at a time with O_DIRECTORY|O_NOFOLLOW.
 
     An intermediate symlink is followed only when it resolves inside root (absolute link text
     is taken relative to root, as a chroot would); '..' may not climb above root.
-    Returns (fd, in-root path of the directory)."""
+    With create_mode, a missing directory named by rel_parts is created with that mode (exactly, whatever
+    the umask; its parent fsynced through durability); one named by a symlink's text never is: a dangling
+    symlink is an error, not a place to mkdir.  Returns (fd, in-root path of the directory)."""
     stack = []  # [(name, fd)] of the in-root directory chain below root
-    queue = list(rel_parts)
+    queue = [(p, False) for p in rel_parts]  # (component, named by a symlink's text?)
     hops = 0
+    made = None  # the name this walk just created in `cur`
+    retries = 0
     cur = os.dup(root_fd)
     try:
         while queue:
-            part = queue.pop(0)
+            part, from_link = queue.pop(0)
             if part in ("", "."):
                 continue
             if part == "..":
@@ -124,8 +139,18 @@ def open_dir_beneath(root_fd, rel_parts, option, original):
                 nfd = os.open(part, DIR_FLAGS, dir_fd=cur)
             except OSError as e:
                 if e.errno == errno.ENOENT:
-                    raise PolicyError("%s=%r: directory %s does not exist inside root; create it or fix the path"
-                                      % (option, original, "/" + "/".join([n for n, _f in stack] + [part])))
+                    where = "/" + "/".join([n for n, _f in stack] + [part])
+                    if create_mode is not None and not from_link and retries < _MAX_SYMLINK_HOPS:
+                        retries += 1
+                        made = part if _mkdir_at(cur, part, create_mode, durability) else None
+                        queue.insert(0, (part, from_link))
+                        continue
+                    if create_mode is not None and from_link:
+                        raise NotFoundBeneath("%s=%r: directory %s, where a symlink on the way points, does not exist; "
+                                              "it is not created through a symlink: create it or fix the symlink"
+                                              % (option, original, where))
+                    raise NotFoundBeneath("%s=%r: directory %s does not exist inside root; create it or fix the path"
+                                          % (option, original, where))
                 if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
                 st = lstat_at(cur, part)
@@ -141,9 +166,12 @@ def open_dir_beneath(root_fd, rel_parts, option, original):
                     stack = []
                     os.close(cur)
                     cur = os.dup(root_fd)
-                queue = _split(text) + queue
+                queue = [(p, True) for p in _split(text)] + queue
                 continue
             stack.append((part, nfd))
+            if made == part:
+                os.fchmod(nfd, create_mode)  # exactly create_mode: a umask of 077 must not make parents private
+            made = None
             os.close(cur)
             cur = os.dup(nfd)
         return cur, "/" + "/".join(n for n, _f in stack)
@@ -217,3 +245,133 @@ def host_path_beneath(root, root_fd, rel):
     finally:
         os.close(fd)
     return os.path.join(root, parent_rel.lstrip("/"), name)
+
+
+def _mkdir_at(dir_fd, name, mode, durability):
+    """True when this call created the directory; False when something else got there first."""
+    try:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno != errno.EEXIST:  # a concurrent run made it: open it like any existing one
+            raise
+        return False
+    if durability is not None:
+        durability.fsync(dir_fd, "directory holding new directory %s" % name)
+    return True
+
+
+# -- side paths: lock_path, audit_log, state_dir, policy.backup_dir -------------------------------
+
+
+_KIND_WORDS = {"symlink": "a symlink", "file": "a file", "other": "a special file"}
+
+
+class SidePath(object):
+    """A side path option mapped to the directory it is resolved from: root, or -- only when
+    policy.allow_side_paths_outside_root allows a path outside root -- the host's /."""
+
+    def __init__(self, option, host_path, rel, outside):
+        self.option = option
+        self.host_path = host_path
+        self.rel = rel
+        self.outside = outside
+
+    @property
+    def parts(self):
+        return _split(self.rel)
+
+    def __repr__(self):
+        return "SidePath(%s=%r, rel=%r, outside=%r)" % (self.option, self.host_path, self.rel, self.outside)
+
+
+def side_path(root, path, option, allow_outside=False):
+    """Validate a side path option: absolute, normalised, inside root -- or outside only when allowed."""
+    try:
+        return SidePath(option, path, relative_to_root(root, path, option), False)
+    except OutsideRootError:
+        if not allow_outside:
+            raise PolicyError("%s=%r is outside root %s; give a path inside root, e.g. %s, or set policy.%s: true "
+                              "to allow it" % (option, path, root, os.path.join(root, path.lstrip("/")), OUTSIDE_KNOB))
+    return SidePath(option, path, relative_to_root("/", path, option), True)
+
+
+def open_anchor(side, root_fd):
+    """A new fd on the directory `side` is resolved from (root, or / for an allowed outside path)."""
+    return open_root("/") if side.outside else os.dup(root_fd)
+
+
+def open_dirs_below(dir_fd, parts, create, mode, option, original, durability=None):
+    """Open (with create: make, mode `mode`) directories below dir_fd following no symlink at all; None when
+    one is missing and not create.  A symlink or a non-directory on the way is a clean E_POLICY."""
+    try:
+        if create:
+            return fs.makedirs_at(dir_fd, parts, mode, durability)
+        return fs.open_dirs_at(dir_fd, parts)
+    except OSError as e:
+        if e.errno == errno.ENOENT and not create:
+            return None
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+    # Find which component is wrong, for the message.
+    fd = os.dup(dir_fd)
+    try:
+        for part in parts:
+            kind = kind_of(lstat_at(fd, part))
+            if kind in ("symlink", "file", "other"):
+                raise PolicyError("%s=%r: %s is %s, not a directory; side directories are never followed through a "
+                                  "symlink: remove it or point %s at a real directory"
+                                  % (option, original, part, _KIND_WORDS[kind], option))
+            if kind == "absent":
+                break
+            nfd = fs.open_dir_at(fd, part)
+            os.close(fd)
+            fd = nfd
+    finally:
+        os.close(fd)
+    raise PolicyError("%s=%r: a directory on the way changed while it was opened; try again" % (option, original))
+
+
+def open_side_dir(anchor_fd, side, create, mode=0o700, parent_mode=0o755, durability=None):
+    """An fd on a side directory (state_dir, policy.backup_dir), or None when it is absent and not create.
+
+    Its parents are found by the one walk (in-root symlinks followed, created with parent_mode through no
+    symlink); the directory itself is never a symlink and is created with `mode`."""
+    parts = side.parts
+    try:
+        parent_fd, _rel = open_dir_beneath(anchor_fd, parts[:-1], side.option, side.host_path,
+                                           create_mode=parent_mode if create else None, durability=durability)
+    except NotFoundBeneath:
+        if create:
+            raise
+        return None
+    try:
+        return open_dirs_below(parent_fd, parts[-1:], create, mode, side.option, side.host_path, durability)
+    finally:
+        os.close(parent_fd)
+
+
+def open_side_file(anchor_fd, side, flags, mode=0o600, parent_mode=0o755):
+    """An fd on a side file (audit_log): parents by the one walk (created with parent_mode), the file created
+    exclusively or, when it exists, used only if it is a regular file of ours with one link (never a symlink)."""
+    parts = side.parts
+    parent_fd, _rel = open_dir_beneath(anchor_fd, parts[:-1], side.option, side.host_path, create_mode=parent_mode)
+    try:
+        try:
+            fd, _created = fs.open_or_create_at(parent_fd, parts[-1], flags, mode)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise PolicyError("%s=%r is a symlink; it is never followed: remove it or point %s at a regular file"
+                                  % (side.option, side.host_path, side.option))
+            raise
+    finally:
+        os.close(parent_fd)
+    try:
+        problem = fs.regular_file_problem(os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    if problem:
+        os.close(fd)
+        raise PolicyError("%s=%r %s; refusing to write to it: remove it or point %s elsewhere"
+                          % (side.option, side.host_path, problem, side.option))
+    return fd

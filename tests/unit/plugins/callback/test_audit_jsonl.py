@@ -244,3 +244,44 @@ def test_non_json_values_are_stringified_not_dropped(tmp_path, value):
     cb = load_callback(out)
     cb.v2_runner_on_ok(FakeResult("h1", "t", facts("switchyard_apply", [make_event(1, odd=value)])))
     assert "odd" in read_lines(out)[0]
+
+
+def _record_errors(cb, monkeypatch):
+    errors = []
+    monkeypatch.setattr(cb._display, "error", lambda msg, *a, **k: errors.append(msg))
+    return errors
+
+
+def test_planted_symlink_at_path_is_refused_and_its_target_untouched(tmp_path, monkeypatch):
+    victim = tmp_path / "victim"
+    victim.write_text("root-only content\n")
+    out = tmp_path / "audit.jsonl"
+    os.symlink(str(victim), str(out))
+    cb = load_callback(out)
+    errors = _record_errors(cb, monkeypatch)
+    cb.v2_runner_on_ok(FakeResult("h1", "t", facts("switchyard_apply", [make_event(1)])))
+    assert victim.read_text() == "root-only content\n"
+    assert len(errors) == 1 and "symlink" in errors[0]
+
+
+def test_dangling_symlink_at_path_creates_nothing_where_it_points(tmp_path, monkeypatch):
+    out = tmp_path / "audit.jsonl"
+    os.symlink(str(tmp_path / "created-through-link"), str(out))
+    cb = load_callback(out)
+    errors = _record_errors(cb, monkeypatch)
+    cb.v2_runner_on_ok(FakeResult("h1", "t", facts("switchyard_apply", [make_event(1)])))
+    assert not os.path.lexists(str(tmp_path / "created-through-link"))
+    assert len(errors) == 1
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_non_regular_file_at_path_is_refused_without_blocking(tmp_path, monkeypatch, kind):
+    out = tmp_path / "audit.jsonl"
+    if kind == "fifo":
+        os.mkfifo(str(out))  # a blocking open for writing would hang here forever: nobody reads it
+    else:
+        out.mkdir()
+    cb = load_callback(out)
+    errors = _record_errors(cb, monkeypatch)
+    cb.v2_runner_on_ok(FakeResult("h1", "t", facts("switchyard_apply", [make_event(1)])))
+    assert len(errors) == 1 and "could not append 1 audit event" in errors[0]
