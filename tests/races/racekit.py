@@ -193,9 +193,10 @@ class Writer(object):
         self.proc.stdin.flush()
 
     def result(self):
+        """(version, installed?, start ns, end ns) of the last request, once the write is done."""
         line = self.proc.stdout.readline().split()
         assert line, "writer died"
-        return int(line[0]), line[1] == "installed"
+        return int(line[0]), line[1] == "installed", int(line[2]), int(line[3])
 
     def close(self):
         self.proc.stdin.close()
@@ -221,8 +222,9 @@ class RaceRoot(object):
         for d in ("usr/bin", "opt/prov/bin", "run/lock", "var/lib", "var/backups"):
             os.makedirs(self.host(d), exist_ok=True)
         self.originals = {}
+        self.data = {}
         for n in self.NAMES:
-            data = os.urandom(self.SIZES[n])
+            data = self.data[n] = os.urandom(self.SIZES[n])
             with open(self.host("usr/bin/" + n), "wb") as f:
                 f.write(data)
             os.chmod(self.host("usr/bin/" + n), 0o755)
@@ -323,6 +325,18 @@ def recoverable_problems(rr, tdir_fd, bdir_fd):
     return problems
 
 
+def put_back(dir_fd, name, data):
+    """Test repair after a counted violation: the bytes that should have survived, back at name (0755)."""
+    tmp = ".%s.race-repair" % name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755, dir_fd=dir_fd)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, 0o755)
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
 def temps_under(top):
     return [os.path.join(d, n) for d, dns, fns in os.walk(top) for n in dns + fns if TEMP_MARKER in n]
 
@@ -373,14 +387,17 @@ class Tally(object):
 
     def __init__(self):
         self.outcomes = {}
+        self.first_msg = {}
         self.raised = {}
         self.first_trace = {}
         self.violations = {}
         self.first_violation = {}
 
-    def outcome(self, op, error_id):
+    def outcome(self, op, error_id, msg=None):
         key = "%s:%s" % (op, error_id or "ok")
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        if msg:
+            self.first_msg.setdefault(key, msg)
 
     def exception(self, op, exc):
         """An exception that is not a SwitchyardError, keyed by where it was raised."""
@@ -407,6 +424,9 @@ class Tally(object):
 
     def summary(self):
         return ", ".join("%s=%d" % kv for kv in sorted(self.outcomes.items()))
+
+    def messages(self):
+        return "".join("\n  first %s: %s" % (k, m[:300]) for k, m in sorted(self.first_msg.items()))
 
 
 def now():

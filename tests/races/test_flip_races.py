@@ -38,12 +38,12 @@ def run_op(settings, rr, op, tally):
         else:
             rep, err, _w = engine.prune(settings, rr.targets, retention_count=2)
     except engine.SwitchyardError as e:
-        tally.outcome(op, e.error_id + "(raised)")
+        tally.outcome(op, e.error_id + "(raised)", e.msg)
         return None
     except Exception as e:  # noqa: broad-except -- exactly what this suite looks for
         tally.exception(op, e)
         return None
-    tally.outcome(op, err.error_id if err is not None else None)
+    tally.outcome(op, err.error_id if err is not None else None, err.msg if err is not None else None)
     if op == "restore":
         for r in rep.get("results", []):
             if r.get("result") == "changed" and r.get("after_hash") != r["backup"].get("payload_hash"):
@@ -112,7 +112,7 @@ def test_directory_flipped_out_of_root(base, mode):
 
     watch.close()
     after = rk.snapshot(decoy)
-    print("\n%s: %d cycles, %d exchanges; %s" % (mode, rk.ITERATIONS, flips, tally.summary()))
+    print("\n%s: %d cycles, %d exchanges; %s%s" % (mode, rk.ITERATIONS, flips, tally.summary(), tally.messages()))
     assert not watch.events, "%d accesses to the decoy outside root, e.g.:\n%s" % (
         len(watch.events), "\n".join(watch.events[:20]))
     assert not rk.snapshot_diff(before, after), "decoy changed:\n" + "\n".join(rk.snapshot_diff(before, after)[:20])

@@ -3,7 +3,8 @@
     python writer.py <directory> <name> rename|inplace <size>
 
 Reads "<version> <delay_us>" lines on stdin.  For each: spin for delay_us, then install the bytes of
-that version (racekit.version_bytes) and reply "<version> installed" or "<version> skipped".
+that version (racekit.version_bytes) and reply "<version> installed|skipped <start ns> <end ns>"
+(CLOCK_MONOTONIC, the same clock in every process).
   rename:  write '.<name>.dpkg-new' in the same directory, chmod 0755, rename it over <name>
            (exactly what dpkg does when it unpacks an upgrade).
   inplace: open <name> for writing without following a symlink and overwrite all bytes at offset 0
@@ -37,9 +38,12 @@ def main():
         version, delay_us = (int(x) for x in line.split())
         data = version_bytes(version, size)
         deadline = time.perf_counter() + delay_us / 1e6
+        if delay_us > 500:
+            time.sleep((delay_us - 300) / 1e6)  # leave the CPU to the engine, spin only the last stretch
         while time.perf_counter() < deadline:
             pass
         done = "installed"
+        start = time.monotonic_ns()
         if how == "rename":
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755, dir_fd=dfd)
             try:
@@ -60,7 +64,7 @@ def main():
                     write_all(fd, data, 0)
                 finally:
                     os.close(fd)
-        sys.stdout.write("%d %s\n" % (version, done))
+        sys.stdout.write("%d %s %d %d\n" % (version, done, start, time.monotonic_ns()))
         sys.stdout.flush()
 
 
