@@ -122,3 +122,24 @@ def test_directory_flipped_out_of_root(base, mode):
     ok = sum(v for k, v in tally.outcomes.items() if k.endswith(":ok"))
     failed = sum(tally.outcomes.values()) - ok
     assert ok and failed, "the race never %s: %s" % ("let a call through" if not ok else "hit a call", tally.summary())
+
+
+def test_the_watch_sees_an_engine_that_walks_paths(base):
+    """The detector itself: code that looks paths up by name (instead of through directory handles)
+    while usr/bin is a symlink out of root shows up in the inotify watch and in the snapshot."""
+    rr = rk.RaceRoot(os.path.join(base, "root"))
+    decoy = os.path.join(base, "decoy")
+    shutil.copytree(rr.host("usr/bin"), decoy, symlinks=True)
+    before = rk.snapshot(decoy)
+    watch = rk.Watch(decoy)
+    os.rename(rr.host("usr/bin"), rr.host("usr/.bin.real"))
+    os.symlink(os.path.relpath(decoy, rr.host("usr")), rr.host("usr/bin"))
+    with open(rr.host("usr/bin/a"), "rb") as f:  # hashing the target by its path
+        f.read()
+    os.chmod(rr.host("usr/bin/b"), 0o700)  # restoring metadata by path
+    watch.close()
+    assert any(e.startswith("IN_OPEN ") and e.endswith("/decoy/a") for e in watch.events), watch.events
+    assert any(e.startswith("IN_ACCESS ") and e.endswith("/decoy/a") for e in watch.events), watch.events
+    assert any(e.startswith("IN_ATTRIB ") and e.endswith("/decoy/b") for e in watch.events), watch.events
+    diff = rk.snapshot_diff(before, rk.snapshot(decoy))
+    assert len(diff) == 1 and diff[0].startswith(os.path.join(decoy, "b") + ":"), diff
