@@ -99,24 +99,36 @@ def test_directory_flipped_out_of_root(base, mode):
 
     # The flipper has stopped with the real directory in place: one ordinary restore puts every
     # original back (recovering any plan the race left unfinished), and nothing is left behind.
+    # Every broken promise is collected, so one run reports all of them with their counts.
+    problems = []
     final = rk.Tally()
-    rep = run_op(settings, rr, "restore", final)
-    assert final.outcomes == {"restore:ok": 1} and not final.failures(), (final.summary(), final.failures(), rep)
+    run_op(settings, rr, "restore", final)
+    if final.outcomes != {"restore:ok": 1} or final.failures():
+        problems.append("the restore after the race did not succeed: %s%s %s"
+                        % (final.summary(), final.messages(), final.failures()))
     for n in rr.NAMES:
-        assert rk.target_state(tdir, n) == ("file", rr.originals[n], 0o755), n
-        assert rr.originals[n] in rk.verified_hashes(bdir, n), "no verified backup of %s's original bytes" % n
-    assert not rk.unfinished_journals(jdir)
-    assert not rk.temps_under(rr.root), rk.temps_under(rr.root)
+        state = rk.target_state(tdir, n)
+        if state != ("file", rr.originals[n], 0o755):
+            problems.append("after the race and a restore, %s is %r, not its original" % (n, state[:2]))
+        if rr.originals[n] not in rk.verified_hashes(bdir, n):
+            problems.append("after the race no verified backup holds %s's original bytes" % n)
+    if rk.unfinished_journals(jdir):
+        problems.append("unfinished journals after the race: %s" % rk.unfinished_journals(jdir))
+    if rk.temps_under(rr.root):
+        problems.append("temps left after the race: %s" % rk.temps_under(rr.root)[:5])
     for fd in (tdir, bdir, jdir):
         os.close(fd)
 
     watch.close()
     after = rk.snapshot(decoy)
     print("\n%s: %d cycles, %d exchanges; %s%s" % (mode, rk.ITERATIONS, flips, tally.summary(), tally.messages()))
-    assert not watch.events, "%d accesses to the decoy outside root, e.g.:\n%s" % (
-        len(watch.events), "\n".join(watch.events[:20]))
-    assert not rk.snapshot_diff(before, after), "decoy changed:\n" + "\n".join(rk.snapshot_diff(before, after)[:20])
-    assert not tally.failures(), "\n\n".join(tally.failures())
+    if watch.events:
+        problems.append("%d accesses to the decoy outside root, e.g.:\n%s" % (
+            len(watch.events), "\n".join(watch.events[:20])))
+    if rk.snapshot_diff(before, after):
+        problems.append("decoy changed:\n" + "\n".join(rk.snapshot_diff(before, after)[:20]))
+    problems.extend(tally.failures())
+    assert not problems, "%s, %d cycles:\n%s" % (mode, rk.ITERATIONS, "\n\n".join(problems))
     # The race really ran: the flipper kept flipping, some calls lost it and some got through.
     assert flips >= 2 * rk.ITERATIONS, flips
     ok = sum(v for k, v in tally.outcomes.items() if k.endswith(":ok"))
