@@ -193,10 +193,10 @@ class Writer(object):
         self.proc.stdin.flush()
 
     def result(self):
-        """(version, installed?, start ns, end ns) of the last request, once the write is done."""
+        """(version, "installed"|"skipped"|"overlapped", start ns, end ns) of the last request, once done."""
         line = self.proc.stdout.readline().split()
         assert line, "writer died"
-        return int(line[0]), line[1] == "installed", int(line[2]), int(line[3])
+        return int(line[0]), line[1], int(line[2]), int(line[3])
 
     def close(self):
         self.proc.stdin.close()

@@ -67,7 +67,7 @@ def test_concurrent_writer_loses_no_bytes(base, how):
     legit = {newest}
     tally = rk.Tally()
     rng = random.Random(how)
-    installed_count = checked_restores = 0
+    counts = {"installed": 0, "overlapped": 0, "overlapped, not judged": 0, "restores checked for C": 0}
     writer = rk.Writer(rr.host("usr/bin"), NAME, how, size)
     try:
         for i in range(rk.ITERATIONS):
@@ -77,26 +77,36 @@ def test_concurrent_writer_loses_no_bytes(base, how):
             writer.start(version, rng.randrange(window_us))
             call(tally, "apply", lambda: engine.apply(settings, link))
             rep, r_start, r_end = call(tally, "restore", lambda: engine.restore(settings, targets=target))
-            got, installed, w_start, w_end = writer.result()
+            got, outcome, w_start, w_end = writer.result()
             assert got == version
-            if installed:
+            wrote = outcome != "skipped"
+            if wrote:
                 newest, newest_bytes = vhash, rk.version_bytes(version, size)
-                installed_count += 1
-            if rep is not None and not (installed and w_start < r_end and w_end > r_start):
-                checked_restores += 1
+                counts[outcome] += 1
+            if rep is not None and not (wrote and w_start < r_end and w_end > r_start):
+                counts["restores checked for C"] += 1
                 for r in rep.get("results", []):
                     if r.get("result") == "changed" and r.get("after_hash") != r["backup"].get("payload_hash"):
                         tally.violation("C: restore wrote bytes that differ from the backup's recorded hash",
                                         "cycle %d: after %s, backup %s" % (i, r.get("after_hash"), r["backup"]))
             state = rk.target_state(tdir, NAME)
+            repair = False
             if not (state[:2] == ("file", newest) or newest in rk.verified_hashes(tdir, NAME)):
-                tally.violation("A: the newest bytes of the target are neither in it nor in a verified backup",
-                                "cycle %d: wrote version %d (%s), target is %r" % (
-                                    i, version, "installed" if installed else "skipped", state[:2]))
-                # Counted; put the bytes back by hand so that every cycle is a fresh trial.
-                rk.put_back(tdir, NAME, newest_bytes)
+                repair = True
+                if outcome == "overlapped":
+                    # The inode written was swapped out during the write: the write may have gone through
+                    # an fd opened before the swap into what is now the hard-link backup (outside the
+                    # model, docs/security.md).  Not judged; repaired like a violation.
+                    counts["overlapped, not judged"] += 1
+                else:
+                    tally.violation("A: the newest bytes of the target are neither in it nor in a verified backup",
+                                    "cycle %d: wrote version %d (%s), target is %r" % (i, version, outcome, state[:2]))
             if state[0] == "file" and state[1] not in legit:
-                tally.violation("B: the target holds bytes nobody wrote", "cycle %d: %r" % (i, state))
+                repair = True
+                tally.violation("B: the target holds bytes nobody wrote", "cycle %d (%s): %r" % (i, outcome, state))
+            if repair:
+                # Counted; put the newest bytes back by hand so that every cycle is a fresh trial.
+                rk.put_back(tdir, NAME, newest_bytes)
             call(tally, "prune", lambda: engine.prune(settings, target, retention_count=5))
             rk.drop_finished_journals(jdir)
     finally:
@@ -105,8 +115,10 @@ def test_concurrent_writer_loses_no_bytes(base, how):
                        if digest is not None and meta.get("payload_hash") != digest)
     os.close(tdir)
     os.close(jdir)
-    print("\nwriter %s: %d cycles, %d versions installed, %d restores checked for C, %d backups left that no "
-          "longer verify; %s" % (how, rk.ITERATIONS, installed_count, checked_restores, unverifiable, tally.summary()) + tally.messages())
-    assert not tally.failures(), "\n\n".join(tally.failures())
+    print("\nwriter %s: %d cycles, %s, %d backups left that no longer verify; %s%s" % (
+        how, rk.ITERATIONS, ", ".join("%s %d" % kv for kv in sorted(counts.items())), unverifiable, tally.summary(),
+        tally.messages()))
+    assert not tally.failures(), "writer %s, %d cycles (%s):\n%s" % (
+        how, rk.ITERATIONS, ", ".join("%s %d" % kv for kv in sorted(counts.items())), "\n\n".join(tally.failures()))
     # The race really ran: the writer installed versions, and C was checked on most restores.
-    assert installed_count and checked_restores >= rk.ITERATIONS // 2, (installed_count, checked_restores)
+    assert counts["installed"] and counts["restores checked for C"] >= rk.ITERATIONS // 2, counts

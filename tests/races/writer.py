@@ -3,12 +3,13 @@
     python writer.py <directory> <name> rename|inplace <size>
 
 Reads "<version> <delay_us>" lines on stdin.  For each: spin for delay_us, then install the bytes of
-that version (racekit.version_bytes) and reply "<version> installed|skipped <start ns> <end ns>"
-(CLOCK_MONOTONIC, the same clock in every process).
+that version (racekit.version_bytes) and reply "<version> installed|skipped|overlapped <start ns> <end ns>"
+(CLOCK_MONOTONIC, the same clock in every process); inplace may answer "overlapped" instead.
   rename:  write '.<name>.dpkg-new' in the same directory, chmod 0755, rename it over <name>
            (exactly what dpkg does when it unpacks an upgrade).
   inplace: open <name> for writing without following a symlink and overwrite all bytes at offset 0
-           (same size, so no truncation); skipped when <name> is a symlink or absent.
+           (same size, so no truncation); skipped when <name> is a symlink or absent; "overlapped"
+           when, after the write, <name> is no longer the inode written (swapped out during it).
 """
 import errno
 import hashlib
@@ -62,6 +63,15 @@ def main():
             else:
                 try:
                     write_all(fd, data, 0)
+                    # Was the inode written still the target afterwards?  If the engine swapped it out
+                    # meanwhile, the write may have landed after the swap, through an fd opened before it.
+                    mine = os.fstat(fd)
+                    try:
+                        now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        now = None
+                    if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+                        done = "overlapped"
                 finally:
                     os.close(fd)
         sys.stdout.write("%d %s %d %d\n" % (version, done, start, time.monotonic_ns()))
