@@ -25,6 +25,7 @@ MODES = {
     "backup_dir": (BACKUP_DIR, {"backup_dir": BACKUP_DIR}),
     "source_dir": ("opt/prov/bin", {}),
     "state_dir": ("var/lib/switchyard", {}),
+    "lock_dir": ("run/lock", {}),  # the side path of the default lock_path
 }
 
 
