@@ -17,7 +17,6 @@ import stat
 import struct
 import subprocess
 import sys
-import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -427,7 +426,3 @@ class Tally(object):
 
     def messages(self):
         return "".join("\n  first %s: %s" % (k, m[:300]) for k, m in sorted(self.first_msg.items()))
-
-
-def now():
-    return time.monotonic()
