@@ -5,10 +5,12 @@
 
 from __future__ import absolute_import, division, print_function
 
+import errno
 import json
 import os
 import re
 import stat
+import time
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils import _preservation as pres
@@ -161,6 +163,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     if kind == "file":
         fd = fs.open_file_at(target.parent_fd, target.name)
         try:
+            inspected_ns = time.time_ns()
             fst = os.fstat(fd)
             if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
                 raise fs.EntryChanged(errno.EAGAIN, "%s changed while it was being backed up; nothing was swapped, "
@@ -169,7 +172,8 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
             meta.update(pres.capture_metadata(fst, fd, policy.preservation_tier))
             meta["size"] = fst.st_size
             if same_fs:
-                if known_hash is not None and known_hash[1] and known_hash[0] == content_key(fst):
+                if (known_hash is not None and known_hash[1] and known_hash[0] == content_key(fst)
+                        and not fs.recently_changed(fst, inspected_ns)):
                     meta["payload_hash"] = known_hash[1]
                 else:
                     meta["payload_hash"] = fs.sha256_fd(fd)
@@ -185,7 +189,8 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
             # Linking moves ctime, so the swap compares against the state after the backup was made; bytes
             # written while they were hashed or copied move mtime or size.
             expect = os.fstat(fd)
-            if (expect.st_size, expect.st_mtime_ns) != (fst.st_size, fst.st_mtime_ns):
+            if ((expect.st_size, expect.st_mtime_ns) != (fst.st_size, fst.st_mtime_ns)
+                    or (fs.recently_changed(expect) and fs.sha256_fd(fd) != meta["payload_hash"])):
                 fs.unlink_at(dir_fd, pname)
                 raise fs.EntryChanged(errno.EAGAIN, "%s was written while it was being backed up; nothing was "
                                                     "swapped, retry" % target.rel)
@@ -301,23 +306,31 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
     cur = fs.kind_of(st)
     if cur == "directory":
         raise RestoreFailedError("%s is now a directory; refusing to replace it" % target.rel, path=target.rel)
-    if kind == "absent":
-        if cur == "file":
-            raise RestoreFailedError("%s was absent before the swap but is now a regular file; removing it would lose data. "
-                                     "Move it away, then restore again" % target.rel, path=target.rel)
-        if cur != "absent":
-            fs.unlink_at(target.parent_fd, target.name)
+    if cur == "file":
+        # Callers restore over their own link or an absent name; a regular file there now was written by someone
+        # else after they looked (a package upgrade): it is never destroyed.
+        raise RestoreFailedError("%s is now a regular file that this restore did not expect (a concurrent writer?); "
+                                 "it was left in place and the backup is kept" % target.rel, path=target.rel)
+    try:
+        if kind == "absent":
+            if cur != "absent":
+                fs.remove_checked(target.parent_fd, target.name, st, run_id)
+                durability.fsync(target.parent_fd, "directory of %s" % target.rel)
+        elif kind == "symlink":
+            fs.symlink_replace_at(target.parent_fd, target.name, backup.meta["prior_link_target"], run_id, durability,
+                                  expect=st)
+            if consume:
+                fs.unlink_at(backup.dir_fd, backup.payload)
+        elif consume and backup.meta.get("backup_method") == "hardlink":
+            # The backup inode itself goes back, exchanged against the entry the caller inspected.
+            fs.replace_checked(target.parent_fd, backup.payload, target.name, st, src_dirfd=backup.dir_fd)
+            fs.fault_point("after_rename")
             durability.fsync(target.parent_fd, "directory of %s" % target.rel)
-    elif kind == "symlink":
-        fs.symlink_replace_at(target.parent_fd, target.name, backup.meta["prior_link_target"], run_id, durability)
-        if consume:
-            fs.unlink_at(backup.dir_fd, backup.payload)
-    elif consume and backup.meta.get("backup_method") == "hardlink":
-        fs.rename_at(backup.dir_fd, backup.payload, target.parent_fd, target.name)
-        fs.fault_point("after_rename")
-        durability.fsync(target.parent_fd, "directory of %s" % target.rel)
-        applied = dict((f, "applied") for f in pres.FIELDS_BY_TIER[policy.preservation_tier])
-    else:
+            applied = dict((f, "applied") for f in pres.FIELDS_BY_TIER[policy.preservation_tier])
+    except fs.EntryChanged:
+        raise RestoreFailedError("%s changed while it was being restored (a concurrent writer?); the new content was "
+                                 "left in place and the backup is kept" % target.rel, path=target.rel)
+    if kind == "file" and not (consume and backup.meta.get("backup_method") == "hardlink"):
         tmp = fs.temp_name(target.name, run_id)
         src = fs.open_file_at(backup.dir_fd, backup.payload)
         try:

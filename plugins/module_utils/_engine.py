@@ -886,7 +886,8 @@ def _back_up(run, la, bdir, batch):
 def _swap(run, la, batch):
     """Phase 2 for one action: exchange the new link with the backed-up entry (its directory synced by batch)."""
     outcome = fs.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id,
-                                    run.durability, expect=la.backup.expect, batch=batch)
+                                    run.durability, expect=la.backup.expect, batch=batch,
+                                    expect_hash=la.backup.meta.get("payload_hash"))
     la.swap_method = outcome.method
     # Its backup was made durable with the plan's (phase 1); skipped fsyncs (policy) make nothing durable.
     la.backup_durable = run.durability.durable

@@ -13,6 +13,7 @@ import hashlib
 import os
 import platform
 import stat
+import time
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -402,8 +403,8 @@ class SwapOutcome(object):
         self.displaced = displaced  # exchange: the temp name now holding the entry that was at the target
 
 
-def _swap_into_place(dirfd, tmp, name, expect):
-    """Move the prepared entry `tmp` to `name` without a moment where `name` is missing.
+def _swap_into_place(src_dirfd, tmp, dirfd, name, expect):
+    """Move the prepared entry `tmp` (in src_dirfd) to `name` (in dirfd) without a moment where `name` is missing.
 
     expect None: RENAME_NOREPLACE, so an entry that appeared meanwhile is never overwritten.
     Otherwise RENAME_EXCHANGE: the old entry comes out under `tmp` for the caller to check (and to swap
@@ -411,14 +412,14 @@ def _swap_into_place(dirfd, tmp, name, expect):
     the entry and a plain rename (the window is one syscall; facts say which method ran)."""
     flags = RENAME_NOREPLACE if expect is None else RENAME_EXCHANGE
     try:
-        renameat2(dirfd, tmp, dirfd, name, flags)
+        renameat2(src_dirfd, tmp, dirfd, name, flags)
     except OSError as e:
         if e.errno not in _NO_RENAMEAT2:
             raise
         if not _same_entry_state(lstat_at(dirfd, name), expect):
             raise EntryChanged(errno.EAGAIN, "%s changed after it was inspected (a concurrent writer?); "
                                              "its new content was left in place" % name)
-        rename_at(dirfd, tmp, dirfd, name)
+        rename_at(src_dirfd, tmp, dirfd, name)
         return SwapOutcome("rename")
     if expect is None:
         return SwapOutcome("noreplace")
@@ -428,40 +429,70 @@ def _swap_into_place(dirfd, tmp, name, expect):
 ANY_ENTRY = object()  # expect=ANY_ENTRY: replace whatever is there (plain rename)
 
 
-def replace_checked(dirfd, tmp, name, expect=ANY_ENTRY):
-    """Rename the prepared entry `tmp` over `name` (no instant without `name`) and return the SwapOutcome.
+def replace_checked(dirfd, tmp, name, expect=ANY_ENTRY, src_dirfd=None, expect_hash=None):
+    """Rename the prepared entry `tmp` (in src_dirfd, default dirfd) over `name` (no instant without `name`)
+    and return the SwapOutcome.
 
     `expect` is the lstat of the entry the caller inspected (and backed up), or None when `name` must be
     absent.  An exchange that brings out anything else (another inode, or the same one written since) is
     swapped back and raises EntryChanged, so what a package manager wrote meanwhile is never discarded.
-    `tmp` is gone afterwards in every case."""
+    expect_hash: the sha256 the entry had; a regular file changed too recently for its timestamps to prove
+    anything (recently_changed) is compared by its bytes too.  `tmp` is gone afterwards in every case."""
+    src_dirfd = dirfd if src_dirfd is None else src_dirfd
     try:
         if expect is ANY_ENTRY:
-            rename_at(dirfd, tmp, dirfd, name)
+            rename_at(src_dirfd, tmp, dirfd, name)
             outcome = SwapOutcome("rename")
         else:
-            outcome = _swap_into_place(dirfd, tmp, name, expect)
+            outcome = _swap_into_place(src_dirfd, tmp, dirfd, name, expect)
     except BaseException:
-        unlink_at(dirfd, tmp)
+        unlink_at(src_dirfd, tmp)
         raise
     if outcome.displaced is not None:
-        out = lstat_at(dirfd, outcome.displaced)
-        if not _same_entry_state(out, expect):
-            renameat2(dirfd, outcome.displaced, dirfd, name, RENAME_EXCHANGE)
-            unlink_at(dirfd, outcome.displaced)
+        out = lstat_at(src_dirfd, outcome.displaced)
+        same = _same_entry_state(out, expect)
+        if same and expect_hash and stat.S_ISREG(out.st_mode) and recently_changed(out):
+            same = sha256_at(src_dirfd, outcome.displaced) == expect_hash
+        if not same:
+            renameat2(src_dirfd, outcome.displaced, dirfd, name, RENAME_EXCHANGE)
+            unlink_at(src_dirfd, outcome.displaced)
             raise EntryChanged(errno.EAGAIN, "%s changed after it was inspected (a concurrent writer?); "
                                              "its new content was left in place" % name)
-        unlink_at(dirfd, outcome.displaced)
+        unlink_at(src_dirfd, outcome.displaced)
     return outcome
 
 
-def symlink_replace_at(dirfd, name, link_text, run_id, durability, expect=ANY_ENTRY, batch=None):
+def remove_checked(dirfd, name, expect, run_id):
+    """Remove `name` only if it is still the entry inspected (`expect`): it is first renamed to a temp name
+    (RENAME_NOREPLACE), checked there, and put back when a concurrent writer had replaced it."""
+    tmp = temp_name(name, run_id)
+    try:
+        renameat2(dirfd, name, dirfd, tmp, RENAME_NOREPLACE)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return
+        if e.errno not in _NO_RENAMEAT2:
+            raise
+        rename_at(dirfd, name, dirfd, tmp)
+    if not _same_entry_state(lstat_at(dirfd, tmp), expect):
+        try:
+            renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE)
+        except OSError as e:
+            if e.errno not in _NO_RENAMEAT2:
+                raise  # the name was taken again meanwhile: the writer's entry stays under the temp name
+            rename_at(dirfd, tmp, dirfd, name)
+        raise EntryChanged(errno.EAGAIN, "%s changed after it was inspected (a concurrent writer?); "
+                                         "its new content was left in place" % name)
+    unlink_at(dirfd, tmp)
+
+
+def symlink_replace_at(dirfd, name, link_text, run_id, durability, expect=ANY_ENTRY, batch=None, expect_hash=None):
     """symlinkat under a temp name, swap it into `name` (replace_checked), fsync the directory (or leave
     that to batch.flush())."""
     tmp = temp_name(name, run_id)
     os.symlink(link_text, tmp, dir_fd=dirfd)
     fault_point("before_rename")
-    outcome = replace_checked(dirfd, tmp, name, expect)
+    outcome = replace_checked(dirfd, tmp, name, expect, expect_hash=expect_hash)
     fault_point("after_rename")
     if batch is None:
         durability.fsync(dirfd, "directory of %s" % name)
@@ -472,6 +503,19 @@ def symlink_replace_at(dirfd, name, link_text, run_id, durability, expect=ANY_EN
 
 class EntryChanged(OSError):
     """The entry at a target was not the one backed up when it was swapped out."""
+
+
+# File timestamps come from the kernel's coarse clock (one tick, up to 10 ms; more on some filesystems), so
+# two writes within one tick leave the same mtime.  A stat comparison proves "unchanged" only for a file
+# whose mtime is older than this when it is checked; a younger one is compared by its bytes.  (ctime cannot
+# serve: linking and renaming, which the engine itself does, move it.)
+TIMESTAMP_SLACK_NS = 100 * 1000 * 1000
+
+
+def recently_changed(st, now_ns=None):
+    """True when st's mtime is too close to now for a timestamp comparison to prove anything."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return st.st_mtime_ns > now_ns - TIMESTAMP_SLACK_NS
 
 
 def _same_entry_state(st, expect):

@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import socket
-import stat
 import threading
 import time
 

@@ -154,12 +154,25 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
                 if e.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
                 st = lstat_at(cur, part)
+                if st is not None and kind_of(st) == "directory":
+                    # A symlink replaced by a directory since the open: look at it again, a bounded number of times.
+                    retries = _changed_again(retries, option, original, part)
+                    queue.insert(0, (part, from_link))
+                    continue
                 if st is None or kind_of(st) != "symlink":
                     raise PolicyError("%s=%r: %s is not a directory" % (option, original, part))
                 hops += 1
                 if hops > _MAX_SYMLINK_HOPS:
                     raise PolicyError("%s=%r: too many symlinks on the way (loop?)" % (option, original))
-                text = os.readlink(part, dir_fd=cur)
+                try:
+                    text = os.readlink(part, dir_fd=cur)
+                except OSError as e2:
+                    if e2.errno not in (errno.EINVAL, errno.ENOENT):
+                        raise
+                    hops -= 1  # no longer a symlink (replaced since the lstat): look at it again
+                    retries = _changed_again(retries, option, original, part)
+                    queue.insert(0, (part, from_link))
+                    continue
                 if text.startswith("/"):
                     for _n, f in stack:
                         os.close(f)
@@ -181,6 +194,14 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
     finally:
         for _n, f in stack:
             os.close(f)
+
+
+def _changed_again(retries, option, original, part):
+    """Count one more look at a component that changed under the walk; a clean E_POLICY when it keeps changing."""
+    if retries >= _MAX_SYMLINK_HOPS:
+        raise PolicyError("%s=%r: %s keeps changing between a directory and a symlink while it is resolved; "
+                          "nothing was done: retry when it is quiet" % (option, original, part))
+    return retries + 1
 
 
 def resolve_beneath(root, path, option="path", root_fd=None):
@@ -323,7 +344,12 @@ def open_dirs_below(dir_fd, parts, create, mode, option, original, durability=No
                                   % (option, original, part, _KIND_WORDS[kind], option))
             if kind == "absent":
                 break
-            nfd = fs.open_dir_at(fd, part)
+            try:
+                nfd = fs.open_dir_at(fd, part)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                    raise
+                break  # it changed again since the lstat: the message below says so
             os.close(fd)
             fd = nfd
     finally:

@@ -138,11 +138,17 @@ def test_backup_rehashes_when_the_file_changed_after_it_was_first_read(tmp_path)
         b = bk.create_backup(target, target.lstat(), target.parent_fd, 1, "switchyard", ids, resolve_policy(),
                              Durability(True), "0" * 36, True, known_hash=stale)
         assert b.meta["payload_hash"] == sha256_at(target.parent_fd, b.payload) != "0" * 64
+        allow = resolve_policy("default", {"hardlinks": "allow"})  # the first backup is a hard link of it
+        # Changed within the timestamp granularity: a matching content key proves nothing, so it is hashed.
+        recent = (bk.content_key(target.lstat()), "f" * 64)
+        b2 = bk.create_backup(target, target.lstat(), target.parent_fd, 2, "switchyard", ids, allow,
+                              Durability(True), "0" * 36, True, known_hash=recent)
+        assert b2.meta["payload_hash"] == sha256_at(target.parent_fd, b2.payload) != "f" * 64
+        old = target.lstat().st_mtime_ns - 10 ** 10
+        os.utime(sb.p("/usr/bin/f000"), ns=(old, old))
         fresh = (bk.content_key(target.lstat()), "f" * 64)
-        # The first backup is a hard link of the same inode: allow it, as preflight would have to.
-        b2 = bk.create_backup(target, target.lstat(), target.parent_fd, 2, "switchyard", ids,
-                              resolve_policy("default", {"hardlinks": "allow"}),
+        b3 = bk.create_backup(target, target.lstat(), target.parent_fd, 3, "switchyard", ids, allow,
                               Durability(True), "0" * 36, True, known_hash=fresh)
-        assert b2.meta["payload_hash"] == "f" * 64  # reused: nothing could have changed
+        assert b3.meta["payload_hash"] == "f" * 64  # reused: an old mtime and the same key prove it unchanged
     finally:
         target.close()

@@ -365,3 +365,44 @@ def test_an_unexpected_exception_after_the_swap_rolls_back_and_reports_e_interna
     assert rep["rolled_back_paths"] == ["/usr/bin/f000"]
     after = tree_state(sb.root)
     assert {k: v for k, v in after.items() if "/var/lib/switchyard" not in k and not k.endswith(".lock")} == before
+
+
+def test_exchange_detects_a_same_size_write_within_one_timestamp_tick(tmp_path):
+    """Two writes within one tick of the kernel's coarse clock leave the same mtime: a recent file is
+    compared by its bytes, so a same-size rewrite that restored the mtime is still caught."""
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "t").write_bytes(b"version 1")
+    fd = os.open(str(d), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        inspected = os.lstat(str(d / "t"))
+        digest = fs.sha256_at(fd, "t")
+        with open(str(d / "t"), "r+b") as f:
+            f.write(b"version 2")
+        os.utime(str(d / "t"), ns=(inspected.st_atime_ns, inspected.st_mtime_ns))  # same tick, same size
+        with pytest.raises(fs.EntryChanged):
+            fs.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, fs.Durability(True), expect=inspected,
+                                  expect_hash=digest)
+    finally:
+        os.close(fd)
+    assert (d / "t").read_bytes() == b"version 2"
+
+
+def test_restore_never_replaces_a_regular_file_that_appeared_after_the_caller_looked(tmp_path):
+    """Rollback and recovery restore over their own link; a package upgrade renamed there meanwhile stays."""
+    sb = make_sandbox(tmp_path, synthetic=1)
+    p = sb.p("/usr/bin/f000")
+    ok(apply(Settings(root=sb.root), [sb.link("f000")]))
+    target = resolve_beneath(sb.root, p)
+    try:
+        store = bk.BackupStore(None, None, "switchyard")
+        b = store.list(target, target.parent_fd)[0]
+        with open(p + ".dpkg-new", "wb") as f:
+            f.write(b"upgraded")
+        os.rename(p + ".dpkg-new", p)
+        with pytest.raises(bk.RestoreFailedError):
+            bk.restore_backup(target, b, resolve_policy(), fs.Durability(True), "0" * 36, consume=True)
+    finally:
+        target.close()
+    assert open(p, "rb").read() == b"upgraded"
+    assert any(n.endswith(".bak") for n in os.listdir(sb.p("/usr/bin")))  # the backup is kept
