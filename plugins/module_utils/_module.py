@@ -168,8 +168,8 @@ def _success_msg(stage, report):
     verb = "would be " if report.get("dry_run") and stage != "preflight" else ""
     if stage == "apply":
         # The plan id is what safe_restore plan_id=... (the rollback playbook's plan_id) needs.
-        return "%d link(s) %sswapped, %d already in place; plan_id=%s" % (s["changed"], verb, s["unchanged"],
-                                                                        report["plan_id"])
+        return "%d link(s) %sswapped, %d already in place; plan_id=%s" % (
+            s["changed"], verb, s["unchanged"], report["plan_id"])
     if stage == "restore":
         return "%d target(s) %srestored" % (s["changed"], verb)
     if stage == "prune":

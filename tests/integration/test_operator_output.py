@@ -10,7 +10,7 @@ import re
 import subprocess
 import textwrap
 
-from harness import VENV_BIN, ansible_env, default_python, write_inventory
+from harness import VENV_BIN, ansible_env, write_inventory
 from test_role_playbooks import build_sandbox
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

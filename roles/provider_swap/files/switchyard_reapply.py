@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -17,7 +16,7 @@ It never fails dpkg: every outcome is one JSON line in the log file (--log PATH,
 apt.conf.d snippet so that even a refused plan is logged where the operator looks); a re-swap or a
 failure also prints one line on stderr (apt shows it); the exit status is 0 unless --strict is given.
 
-    reapply.py [--log PATH] [--strict]
+    python3 -I -S reapply.py [--log PATH] [--strict]
 """
 from __future__ import absolute_import, division, print_function
 

@@ -88,7 +88,6 @@ def test_an_upgrade_over_swapped_links_is_seen_reswapped_and_restorable(tmp_path
         assert read(path) == (upgraded[n] if n in DRIFTED else original[n]), n
 
 
-
 def test_after_a_full_upgrade_a_restore_by_plan_id_brings_back_the_upgraded_bytes(tmp_path):
     """The rollback playbook restores by plan id; the rerun of the same plan is the newest journal of that id."""
     sb = make_sandbox(tmp_path, tools=(), synthetic=len(NAMES))
