@@ -110,7 +110,7 @@ def run_module(spec, stage, call):
         result["diff"] = diff
     rolled = report.get("rolled_back_paths", [])
     if err is not None:
-        result.update(msg=err.msg, error_id=err.error_id, exit_code=err.exit_code,
+        result.update(msg=_failure_msg(stage, report, err), error_id=err.error_id, exit_code=err.exit_code,
                       summary_error_ids=err.summary_error_ids, rolled_back=bool(rolled), rolled_back_paths=rolled)
         if getattr(err, "trace", None):
             result["exception"] = err.trace
@@ -119,11 +119,59 @@ def run_module(spec, stage, call):
     module.exit_json(**result)
 
 
+# A failure message stays readable at default verbosity: at most this many names, and the engine's text cut at
+# MSG_TEXT_LIMIT characters (the report keeps every detail).
+MSG_NAMES_LIMIT = 10
+MSG_TEXT_LIMIT = 1000
+
+
+def _names(items):
+    items = list(items)
+    if len(items) <= MSG_NAMES_LIMIT:
+        return ", ".join(items)
+    return "%s and %d more" % (", ".join(items[:MSG_NAMES_LIMIT]), len(items) - MSG_NAMES_LIMIT)
+
+
+def _failing(report, err):
+    """(targets, smoke check names) that failed: STOP rows, failed actions, the error's own path, failed checks."""
+    targets = []
+    for path in ([r["path"] for r in report.get("rows", []) if r.get("stops") and not r.get("overridden")]
+                 + [a["path"] for a in report.get("actions", []) + report.get("results", [])
+                    if a.get("result") in ("failed", "rollback_failed")]
+                 + [err.path]):
+        if path and path not in targets:
+            targets.append(path)
+    return targets, [c["name"] for c in report.get("smoke", []) if not c.get("ok")]
+
+
+def _failure_msg(stage, report, err):
+    """Error id, plan id (apply: what a rollback by plan needs), failing targets and checks, then the engine's text."""
+    targets, checks = _failing(report, err)
+    head = "%s: %s failed" % (err.error_id, stage)
+    if stage == "apply":
+        head += " (plan_id=%s)" % report["plan_id"]
+    parts = [head]
+    if targets:
+        parts.append("failing target(s): %s" % _names(targets))
+    if checks:
+        parts.append("failing smoke check(s): %s" % _names(checks))
+    rolled = report.get("rolled_back_paths") or []
+    if rolled:
+        parts.append("rolled back %d target(s)" % len(rolled))
+    text = err.msg
+    if len(text) > MSG_TEXT_LIMIT:
+        text = "%s... (%d more characters: see the report, ansible_facts.%s of the registered result)" % (
+            text[:MSG_TEXT_LIMIT], len(text) - MSG_TEXT_LIMIT, STAGE_FACT[stage])
+    return "%s. %s" % ("; ".join(parts), text)
+
+
 def _success_msg(stage, report):
     s = report["summary"]
     verb = "would be " if report.get("dry_run") and stage != "preflight" else ""
     if stage == "apply":
-        return "%d link(s) %sswapped, %d already in place" % (s["changed"], verb, s["unchanged"])
+        # The plan id is what safe_restore plan_id=... (the rollback playbook's plan_id) needs.
+        return "%d link(s) %sswapped, %d already in place; plan_id=%s" % (
+            s["changed"], verb, s["unchanged"], report["plan_id"])
     if stage == "restore":
         return "%d target(s) %srestored" % (s["changed"], verb)
     if stage == "prune":

@@ -8,6 +8,7 @@ docs/preflight.md lists each gate, its message and its knob (a test checks both)
 
 from __future__ import absolute_import, division, print_function
 
+import errno
 import os
 import re
 import shutil
@@ -530,7 +531,7 @@ def rescue_gate(root, root_fd, policy, replaced, path_env=None):
 
     `replaced` maps in-root paths (as written and after in-root symlinks) to the target they belong to."""
     dirs = path_dirs(path_env)
-    found, lost, not_running = {}, {}, []
+    found, lost, not_running, why = {}, {}, [], {}
     for tool in ("busybox",) + RESCUE_TOOLS:
         for d in dirs:
             hit = _find_tool(root_fd, d, tool, replaced)
@@ -539,8 +540,10 @@ def rescue_gate(root, root_fd, policy, replaced, path_env=None):
             if hit[0] == "replaced":
                 lost.setdefault(tool, hit[2])
                 continue
-            if policy.rescue_exec_check and not _executes(root, hit[1], tool):
+            problem = _exec_problem(root, hit[1], tool) if policy.rescue_exec_check else None
+            if problem is not None:
                 not_running.append(hit[1])
+                why[hit[1]] = problem
                 continue
             found[tool] = hit[1]
             break
@@ -549,7 +552,7 @@ def rescue_gate(root, root_fd, policy, replaced, path_env=None):
     return {"ok": ok, "busybox": found.get("busybox"), "tools": tools,
             "missing": sorted(t for t in RESCUE_TOOLS if t not in found),
             "replaced": dict((t, lost[t]) for t in sorted(lost) if t not in found),
-            "not_executable": sorted(set(not_running)), "min_count": policy.rescue_min_count,
+            "not_executable": sorted(set(not_running)), "not_executable_why": why, "min_count": policy.rescue_min_count,
             "exec_checked": bool(policy.rescue_exec_check), "path": dirs}
 
 
@@ -564,20 +567,32 @@ def rescue_verdict(row, rescue, targets_of_row):
     taken = sorted(t for t, target in rescue["replaced"].items() if target in targets_of_row)
     if culprits and not taken:
         return
+    why = rescue.get("not_executable_why") or {}
     have = "busybox not found and only %d of the required %d core tools (%s) on PATH %s%s" % (
         len(rescue["tools"]), rescue["min_count"], ", ".join(rescue["tools"]) or "none", ":".join(rescue["path"]),
-        "; not executing: %s" % ", ".join(rescue["not_executable"]) if rescue["not_executable"] else "")
+        "; found but not executing (policy.rescue_exec_check runs each one, inside root): %s" % (
+            "; ".join("%s: %s" % (p, why.get(p, "did not run")) for p in rescue["not_executable"]))
+        if rescue["not_executable"] else "")
     if taken:
         msg = "replacing %s takes rescue tool %s away and leaves no rescue toolset: %s" % (
             row.data["path"], ", ".join(taken), have)
     else:
         msg = "no rescue toolset for the swap of %s: %s" % (row.data["path"], have)
-    row.stop(msg + " (install busybox, lower policy.rescue_min_count, or set policy.require_rescue: false)",
-             "require_rescue")
+    fix = "install busybox, lower policy.rescue_min_count, or set policy.require_rescue: false"
+    if any(w.startswith(_NO_LOADER) or w.startswith(_NO_LIBRARY) for w in why.values()):
+        fix = ("install busybox-static (a statically linked busybox runs without a loader) or the dynamic loader "
+               "and libc (libc6) inside root; or, for a root that never runs programs by itself (a partial image "
+               "tree), set policy.rescue_exec_check: false; or policy.require_rescue: false")
+    row.stop("%s (%s)" % (msg, fix), "require_rescue")
 
 
-def _executes(root, rel, tool):
-    """Run the tool (inside root via chroot when root is not /); exit 0 or 1 (usage) counts as running."""
+_NO_LOADER = "exec failed with ENOENT although the file exists"
+_NO_LIBRARY = "exit 127"
+
+
+def _exec_problem(root, rel, tool):
+    """Run the tool (inside root via chroot when root is not /); None when it ran (exit 0, or 1 for usage), else why
+    not, from the exec error or the exit status (never from its output)."""
     argv = [rel, "--help"] if tool != "busybox" else [rel, "true"]
     env = {"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     kwargs = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
@@ -585,9 +600,27 @@ def _executes(root, rel, tool):
     if root != "/":
         kwargs["preexec_fn"] = lambda: (os.chroot(root), os.chdir("/"))
     try:
-        return subprocess.run(argv, check=False, **kwargs).returncode in (0, 1)
-    except (OSError, subprocess.SubprocessError):
-        return False
+        rc = subprocess.run(argv, check=False, **kwargs).returncode
+    except subprocess.TimeoutExpired:
+        return "did not finish within 5 s"
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            # The file was found as an executable regular file: what the kernel could not find is its
+            # program interpreter, the dynamic loader named in the ELF header (or a #! interpreter).
+            return ("%s: its dynamic loader (ld-linux, from libc6) or #! interpreter is missing inside root"
+                    % _NO_LOADER)
+        if e.errno == errno.ENOEXEC:
+            return "not an executable format for this kernel (ENOEXEC)"
+        return "could not be started: %s" % (e.strerror or e)
+    except subprocess.SubprocessError as e:
+        return "could not be started: %s" % e
+    if rc in (0, 1):
+        return None
+    if rc == 127:
+        return "%s: the loader ran but a shared library it needs (e.g. libc.so.6) is missing inside root" % _NO_LIBRARY
+    if rc < 0:
+        return "killed by signal %d" % -rc
+    return "exit %d on %s" % (rc, " ".join(argv[1:]))
 
 
 # -- restore readiness -------------------------------------------------------------------------

@@ -277,12 +277,17 @@ def test_role_smoke_failure_is_rolled_back_and_fails_the_host(tmp_path, sandbox)
     before = snapshot(sandbox, tools)
     run = run_playbook(tmp_path, role_play(sandbox, provider_swap_provider="busybox", provider_swap_tools=tools))
     assert run.rc != 0
+    # The module failed with a report: the role keeps it out of the failure output (the task itself is ok,
+    # so its report is also in ansible_facts) and fails the next task with the module's short message.
     apply = result(run, "Swap the targets to the provider")
-    assert apply["failed"] is True
+    assert not apply.get("failed") and apply["failed_when_result"] is False
     assert apply["error_id"] == "E_SMOKE"
     assert apply["rolled_back"] is True
+    short = result(run, "Fail the host when the swap failed")
+    assert short["msg"] == apply["msg"] and "ansible_facts" not in short
+    assert short["msg"].startswith("E_SMOKE: apply failed (plan_id=%s)" % apply["plan_id"]), short["msg"]
     final = result(run, "Fail the host with the original error")
-    assert "E_SMOKE" in final["msg"]
+    assert "E_SMOKE" in final["msg"] and "rolled back by the module=True" in final["msg"]
     assert snapshot(sandbox, tools) == before
     assert not any(os.path.islink(os.path.join(sandbox, "usr/bin", t)) for t in tools)
 

@@ -466,6 +466,36 @@ def test_rescue_exec_check_runs_each_tool_inside_root(sb, monkeypatch):
     assert row["rescue"]["not_executable"] == ["/broken/cp"] and knobs(row) == ["require_rescue"]
 
 
+def _elf_interpreter(readelf, path):
+    """PT_INTERP of an ELF executable (e.g. /lib64/ld-linux-x86-64.so.2), read with readelf."""
+    out = subprocess.run([readelf, "-l", path], stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    return re.search(r"Requesting program interpreter: (\S+)\]", out).group(1)
+
+
+def test_rescue_says_why_tools_do_not_execute_in_a_root_without_libraries(sb, monkeypatch):
+    """Real GNU binaries in a root that has no loader, then a loader but no libc: the STOP names what is
+    missing and what to install or set, instead of a bare 'not executing'."""
+    readelf = require(shutil.which("readelf"), "readelf (binutils)")
+    for n in SIX:
+        sb.file("/usr/rescue/" + n, open("/usr/bin/" + n, "rb").read())
+    monkeypatch.setenv("PATH", "/usr/rescue")
+    link = sb.link("tool")
+    row = only_row(check(sb, [link], require_rescue=True, rescue_exec_check=True)[0])
+    why = row["rescue"]["not_executable_why"]
+    assert row["rescue"]["not_executable"] == sorted("/usr/rescue/" + n for n in SIX) == sorted(why)
+    assert all("dynamic loader" in w and "missing inside root" in w for w in why.values()), why
+    msg = row["stops"][0]["msg"]
+    assert "/usr/rescue/cp: exec failed with ENOENT" in msg and "busybox-static" in msg and "libc6" in msg, msg
+    assert "policy.rescue_exec_check: false" in msg
+
+    loader = _elf_interpreter(readelf, "/usr/bin/cp")  # the loader alone: it starts, then lacks libc.so.6
+    sb.file(loader, open(os.path.realpath(loader), "rb").read())
+    row = only_row(check(sb, [link], require_rescue=True, rescue_exec_check=True)[0])
+    why = row["rescue"]["not_executable_why"]
+    assert all(w.startswith("exit 127") and "shared library" in w for w in why.values()), why
+    assert "busybox-static" in row["stops"][0]["msg"]
+
+
 # -- restore readiness, backups, preservation ---------------------------------------------------
 
 def test_restore_readiness_needs_a_complete_backup_whose_hash_verifies(sb):
