@@ -24,7 +24,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action,
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
 from ansible_collections.switchyard.fs.plugins.module_utils._report import Reporter
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
-    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, host_path_beneath)
+    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath)
 
 
 def _now_ms():
@@ -640,8 +640,8 @@ def _commit(run, plan, acts, todo, checks, base):
                 pass  # advisory only: recovery decides from the filesystem, never from progress records
         smoke_results = []
         if err is None and checks is not None:
-            smoke_results = _smoke.run_checks(s.root, checks, [l.link for l in acts],
-                                              lambda rel: host_path_beneath(s.root, run.root_fd, rel))
+            smoke_results = _smoke.run_checks(s.root, run.root_fd, checks, [l.link for l in acts],
+                                              host_fallback=run.policy.smoke_host_fallback)
             bad = [r for r in smoke_results if not r["ok"]]
             run.rep.event("apply.result", "failure" if bad else "success", msg="smoke checks",
                           smoke=[dict(r) for r in smoke_results])
