@@ -3,7 +3,9 @@ import json
 import os
 import sys
 
-from harness import run_playbook  # noqa: E402
+import pytest
+
+from harness import run_playbook, target_pythons  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox  # noqa: E402
@@ -64,7 +66,8 @@ def _read_pid(path):
         return int(f.read().strip())
 
 
-def test_root_slash_runs_the_link_bounds_output_and_leaves_nothing_running(tmp_path):
+@pytest.mark.parametrize("python", target_pythons(), ids=lambda p: os.path.basename(os.path.dirname(os.path.dirname(p))))
+def test_root_slash_runs_the_link_bounds_output_and_leaves_nothing_running(tmp_path, python):
     """root: / with targets in a scratch directory (state and lock there too; the host's /usr/bin is untouched)."""
     base = tmp_path / "host"
     for d in ("bin", "prov", "state", "lock"):
@@ -95,7 +98,7 @@ def test_root_slash_runs_the_link_bounds_output_and_leaves_nothing_running(tmp_p
             - name: endless
               switchyard.fs.safe_apply: %s
               ignore_errors: true
-    """ % (json.dumps(apply1), json.dumps(apply2)))
+    """ % (json.dumps(apply1), json.dumps(apply2)), python=python)
     res = r.result("multicall")
     assert res.get("failed") is not True and res["changed"] is True, r
     smoke = _report(res)["smoke"]
