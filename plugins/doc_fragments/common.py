@@ -158,7 +158,7 @@ options:
         choices: [required, 'off']
       smoke_host_fallback:
         description:
-          - When a check cannot run inside a chroot of a root other than /, run the file it resolves to inside root on the host, by its open descriptor.
+          - When a chroot of root cannot run a smoke check, run its file on the host by its open descriptor.
           - Only for a root other than V(/) whose chroot lacks what the program needs (its loader, a shared library, a C(#!) interpreter); the
             host then supplies those. The file is opened beneath O(root) without following any symlink out of it and executed by that
             descriptor (fexecve), never by a path. When false, such a check fails (and the apply is rolled back).

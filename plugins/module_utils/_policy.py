@@ -31,7 +31,7 @@ KNOBS = {
     "extra_mount_checks": ([], list, "More paths that must be on rw, exec mounts."),
     "locking": ("optional", ("required", "optional"), "required: fail with E_LOCKING without the lock; optional: warn."),
     "smoke": ("off", ("required", "off"), "required: smoke checks must run after apply (the resolve suite when none are given)."),
-    "smoke_host_fallback": (True, bool, "When a check cannot run inside a chroot of a root other than /, run the file it resolves to inside root on the host, by its open descriptor."),
+    "smoke_host_fallback": (True, bool, "When a chroot of root cannot run a smoke check, run its file on the host by its open descriptor."),
     "auto_rollback": (True, bool, "Roll back every applied action when apply or its smoke checks fail."),
     "allow_unlocked_commit": (True, bool, "Allow committing changes without holding the lock (locking optional only)."),
     "allow_unreliable_immutable_check": (False, bool, "Treat an undeterminable immutable flag as a warning instead of a STOP."),

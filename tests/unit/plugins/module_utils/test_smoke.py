@@ -197,7 +197,7 @@ def _alive(pid):
 
 
 def _read_pid(path):
-    for _ in range(100):
+    for _attempt in range(100):
         try:
             with open(path) as f:
                 text = f.read().strip()
@@ -333,7 +333,7 @@ def test_host_fallback_never_executes_a_file_outside_root_while_a_symlink_flips(
             checks = _smoke.validate_checks([check(["/usr/bin/x"], timeout=10)])
             # Until 100 checks really ran on the host (the old code, resolving and then executing by path,
             # ran the decoy in about 1 of 10 of those on this machine); a check that sees the symlink fails fast.
-            for _ in range(5000):
+            for _attempt in range(5000):
                 res = _smoke.run_checks(root, fd, checks, [], host_fallback=True)[0]
                 key = (res["mode"], res["ok"])
                 modes[key] = modes.get(key, 0) + 1
