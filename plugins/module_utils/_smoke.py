@@ -14,7 +14,9 @@ What runs (docs/role.md, "Smoke checks"):
 
 Every check runs in its own session (process group); when the check's first process exits (it is
 judged on that exit) or its timeout passes, the whole group is killed, and any process that left
-the group is killed too (the module is made a child subreaper, so orphans come back to it).
+the group is killed too (the module is made a child subreaper, so orphans come back to it; a
+child of the module that is in the module's own session is never one of them).  Checks run one
+at a time per process.
 Output is read as it comes and at most KEEP_HEAD + KEEP_TAIL bytes are kept per stream.
 """
 
@@ -28,6 +30,7 @@ import select
 import signal
 import stat
 import subprocess
+import threading
 import time
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
@@ -213,6 +216,7 @@ class _Capped(object):
 # -- process lifetime -----------------------------------------------------------------------------
 
 _SUBREAPER = [None]
+_RUN_LOCK = threading.Lock()
 
 
 def _become_subreaper():
@@ -231,8 +235,9 @@ def _become_subreaper():
 
 
 def _children():
-    me = os.getpid()
-    out = set()
+    """{pid: session id} of this process's children, from /proc."""
+    me = str(os.getpid()).encode()
+    out = {}
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -245,18 +250,23 @@ def _children():
                 data = f.read()
         except (IOError, OSError):
             continue
-        fields = data[data.rfind(b")") + 2:].split()
-        if len(fields) > 1 and fields[1] == str(me).encode():
-            out.add(int(n))
+        fields = data[data.rfind(b")") + 2:].split()  # state ppid pgrp session ...
+        if len(fields) > 3 and fields[1] == me:
+            out[int(n)] = int(fields[3])
     return out
 
 
 def _kill_orphans(keep):
-    """Kill and reap every child of this process that is not in `keep` (processes a check left
-    behind that came back here through the subreaper), until none is left."""
+    """Kill and reap every child of this process that a check left behind, until none is left.
+
+    Such a child came back here through the subreaper, and it is in another session than this
+    process (every check starts a session of its own, and a process can only leave it for a new
+    one); children in this process's own session, or in `keep` (there before the check), are
+    never touched."""
+    mine = os.getsid(0)
     killed = 0
     for _round in range(200):
-        extra = _children() - keep
+        extra = [pid for pid, sid in _children().items() if sid != mine and pid not in keep]
         if not extra:
             break
         for pid in extra:
@@ -348,21 +358,22 @@ def _spawn(argv, extra):
 def _run_once(argv, timeout, extra):
     """Spawn and collect one process in its own session, leaving nothing of it running.
     Raises OSError/SubprocessError when it cannot start."""
-    subreaper = _become_subreaper()
-    keep = _children() if subreaper else set()
-    proc = None
-    try:
-        proc = _spawn(argv, extra)
+    with _RUN_LOCK:  # one check at a time per process: a check's leftovers are told apart from its peers'
+        subreaper = _become_subreaper()
+        keep = set(_children()) if subreaper else set()
+        proc = None
+        try:
+            proc = _spawn(argv, extra)
 
-        def end():
-            # The first process is not reaped yet (a zombie at worst), so its group id cannot be reused.
-            _killpg(proc.pid)
+            def end():
+                # The first process is not reaped yet (a zombie at worst), so its group id cannot be reused.
+                _killpg(proc.pid)
+                if subreaper:
+                    _kill_orphans(keep | {proc.pid})
+            return _collect(proc, timeout, end)
+        finally:
             if subreaper:
-                _kill_orphans(keep | {proc.pid})
-        return _collect(proc, timeout, end)
-    finally:
-        if subreaper:
-            _kill_orphans(keep)
+                _kill_orphans(keep)
 
 
 def _chroot_into(root):

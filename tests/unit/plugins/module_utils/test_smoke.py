@@ -349,3 +349,26 @@ def test_host_fallback_never_executes_a_file_outside_root_while_a_symlink_flips(
     assert not marker.exists()
     # the race was really run: the file was executed by descriptor while the symlink kept flipping
     assert modes.get(("host_fd", True), 0) >= 100 and sum(modes.values()) > 100, modes
+
+
+def test_other_children_of_the_calling_process_are_left_alone():
+    """Only what a check left behind is killed: a process another thread of the caller starts in
+    the caller's own session while a check runs keeps running."""
+    import threading
+    started = []
+
+    def spawn():
+        time.sleep(0.3)
+        started.append(subprocess.Popen(["sleep", "60"]))
+    t = threading.Thread(target=spawn)
+    t.start()
+    try:
+        res = run("/", [check(["/bin/sh", "-c", "sleep 1; setsid sleep 300 & exit 0"], timeout=30)])[0]
+        t.join()
+        assert res["ok"] is True, res
+        assert started and started[0].poll() is None, "the caller's own child was killed"
+    finally:
+        t.join()
+        for p in started:
+            p.kill()
+            p.wait()
