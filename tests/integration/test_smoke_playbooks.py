@@ -84,7 +84,8 @@ def test_root_slash_runs_the_link_bounds_output_and_leaves_nothing_running(tmp_p
         {"argv": [hello, "x"], "stdout_regex": "^hello from %s with x$" % hello, "name": "multicall by name"},
         {"argv": ["/bin/sh", "-c", "sleep 300 & echo $! > %s; exit 0" % pid1], "name": "background child",
          "timeout": 60},
-        {"argv": ["/bin/sh", "-c", "(setsid sh -c 'sleep 300 & echo $! > %s; exit 0' &); exit 0" % pid2],
+        {"argv": ["/bin/sh", "-c", "(setsid sh -c 'sleep 300 & echo $! > %s.tmp; mv %s.tmp %s' &); "
+                  "while [ ! -s %s ]; do sleep 0.05; done; exit 0" % (pid2, pid2, pid2, pid2)],
          "name": "escaped child", "timeout": 60},
     ])
     apply2 = dict(common, links=[{"source": prov, "target": other}],

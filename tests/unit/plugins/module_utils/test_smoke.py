@@ -215,7 +215,9 @@ def _read_pid(path):
     # a child that leaves the session (setsid) and so the process group
     "setsid sleep 300 & echo $! > {pid}; exit 0",
     # a double fork out of the session: the sleep's parent exits, it is reparented
-    "(setsid sh -c 'sleep 300 & echo $! > {pid}; exit 0' &); exit 0",
+    # (the shell waits for the pid file: judged on its exit, it would otherwise kill all before the write)
+    "(setsid sh -c 'sleep 300 & echo $! > {pid}.tmp; mv {pid}.tmp {pid}' &); "
+    "while [ ! -s {pid} ]; do sleep 0.05; done; exit 0",
 ], ids=["background", "setsid", "daemonized"])
 def test_check_is_judged_on_its_shell_and_leaves_nothing_running(tmp_path, script):
     pidfile = str(tmp_path / "pid")
