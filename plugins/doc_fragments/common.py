@@ -164,6 +164,14 @@ options:
           - Default V(off) unless the O(preset) sets it.
         type: str
         choices: [required, 'off']
+      smoke_host_fallback:
+        description:
+          - When a chroot of root cannot run a smoke check, run its file on the host by its open descriptor.
+          - Only for a root other than V(/) whose chroot lacks what the program needs (its loader, a shared library, a C(#!) interpreter); the
+            host then supplies those. The file is opened beneath O(root) without following any symlink out of it and executed by that
+            descriptor (fexecve), never by a path. When false, such a check fails (and the apply is rolled back).
+          - Default V(true) unless the O(preset) sets it; V(false) under the V(production) and V(coreutils_switch) presets.
+        type: bool
       source_trust:
         description:
           - Sources that are not root-owned, are writable by others, or live under /home.

@@ -26,7 +26,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action,
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
 from ansible_collections.switchyard.fs.plugins.module_utils._report import Reporter
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
-    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, host_path_beneath, side_path,
+    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, side_path,
     open_anchor, open_dir_beneath, open_side_file, NAME_MAX)
 
 
@@ -803,8 +803,8 @@ def _commit(run, plan, acts, todo, checks, base):
         smoke_results = []
         if err is None and checks is not None:
             try:
-                smoke_results = _smoke.run_checks(s.root, checks, [l.link for l in acts],
-                                                  lambda rel: host_path_beneath(s.root, run.root_fd, rel))
+                smoke_results = _smoke.run_checks(s.root, run.root_fd, checks, [l.link for l in acts],
+                                                  host_fallback=run.policy.smoke_host_fallback)
             except Exception as e:  # noqa: broad-except -- the swap is done: roll it back and say why
                 err = _classify(e, None)
             else:

@@ -31,6 +31,7 @@ KNOBS = {
     "extra_mount_checks": ([], list, "More paths that must be on rw, exec mounts."),
     "locking": ("optional", ("required", "optional"), "required: fail with E_LOCKING without the lock; optional: warn."),
     "smoke": ("off", ("required", "off"), "required: smoke checks must run after apply (the resolve suite when none are given)."),
+    "smoke_host_fallback": (True, bool, "When a chroot of root cannot run a smoke check, run its file on the host by its open descriptor."),
     "auto_rollback": (True, bool, "Roll back every applied action when apply or its smoke checks fail."),
     "allow_unlocked_commit": (True, bool, "Allow committing changes without holding the lock (locking optional only)."),
     "allow_unreliable_immutable_check": (False, bool, "Treat an undeterminable immutable flag as a warning instead of a STOP."),
@@ -48,6 +49,7 @@ _PRODUCTION = {
     "rescue_exec_check": True,
     "locking": "required",
     "smoke": "required",
+    "smoke_host_fallback": False,
     "auto_rollback": True,
     "allow_unlocked_commit": False,
 }

@@ -1,18 +1,63 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Smoke checks run after a swap: the resolve and coreutils suites and custom checks. Private to this collection."""
+"""Smoke checks run after a swap: the resolve and coreutils suites and custom checks. Private to this collection.
+
+What runs (docs/role.md, "Smoke checks"):
+- root '/': argv[0] itself (the swapped path, i.e. the link) is executed, so a multicall provider,
+  binary or '#!' script, sees the link's name.  Mode "host".
+- another root: argv[0] is executed inside a chroot of root (the link itself, seen from inside).
+  Mode "chroot".  When that cannot work (the root lacks the loader, a library or the '#!'
+  interpreter) and policy.smoke_host_fallback is true, the file argv[0] resolves to beneath root
+  is opened without following any symlink out of root and executed by that descriptor (fexecve)
+  on the host, with argv[0] kept.  Mode "host_fd".  Never by a path that could be swapped meanwhile.
+
+Every check runs in its own session (process group); when the check's first process exits (it is
+judged on that exit) or its timeout passes, the whole group is killed, and any process that left
+the group is killed too (the module is made a child subreaper, so orphans come back to it; a
+child of the module that is in the module's own session is never one of them).  Checks run one
+at a time per process.
+Output is read as it comes and at most KEEP_HEAD + KEEP_TAIL bytes are kept per stream.
+"""
 
 from __future__ import absolute_import, division, print_function
 
+import errno
+import math
 import os
 import re
+import select
+import signal
 import stat
 import subprocess
+import threading
+import time
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
+from ansible_collections.switchyard.fs.plugins.module_utils._fsatoms import lstat_at, kind_of
+from ansible_collections.switchyard.fs.plugins.module_utils._safepath import follow_beneath, host_path_beneath
 
 SUITES = ("resolve", "coreutils")
+
+# Limits of a custom check list (validate_checks); generous for a smoke check, far below the kernel's.
+MAX_CHECKS = 256
+MAX_ARGV_ITEMS = 256
+MAX_ARGV_BYTES = 64 * 1024  # the sum over argv of each item's bytes plus its terminating NUL
+MAX_PATH_BYTES = 4095  # PATH_MAX - 1
+MAX_NAME_BYTES = 255  # NAME_MAX
+MAX_TIMEOUT = 3600.0
+MAX_LABEL_CHARS = 200  # `name`
+MAX_REGEX_CHARS = 4096
+DEFAULT_TIMEOUT = 10.0
+
+# Output kept per stream: the first KEEP_HEAD and the last KEEP_TAIL bytes; the rest is counted and dropped.
+KEEP_HEAD = 32 * 1024
+KEEP_TAIL = 32 * 1024
+_READ_CHUNK = 64 * 1024
+_TICK = 0.05  # seconds between checks whether the check's first process has exited while others hold its pipes
+_DRAIN_GRACE = 2.0  # seconds to read what is left in the pipes after every process of the check was killed
+
+_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 # Harmless invocations per tool name for the coreutils suite; anything else runs --help.
 _COREUTILS_ARGS = {
@@ -24,8 +69,85 @@ _COREUTILS_ARGS = {
 }
 
 
+# -- validation (before the lock, before anything is touched) ------------------------------------
+
+def _label(i, c):
+    name = c.get("name") if isinstance(c, dict) else None
+    return "smoke[%d] (%s)" % (i, name) if isinstance(name, str) and name and "\x00" not in name else "smoke[%d]" % i
+
+
+def _validate_argv(label, argv):
+    if not isinstance(argv, list) or not argv:
+        raise PolicyError("%s.argv=%r must be a non-empty list of strings, e.g. [/usr/bin/ls, /]" % (label, argv))
+    if len(argv) > MAX_ARGV_ITEMS:
+        raise PolicyError("%s.argv has %d items; at most %d are allowed in a smoke check"
+                          % (label, len(argv), MAX_ARGV_ITEMS))
+    total = 0
+    for j, a in enumerate(argv):
+        if not isinstance(a, str):
+            raise PolicyError("%s.argv[%d]=%r is a %s; every argv item must be a string (quote it in YAML)"
+                              % (label, j, a, type(a).__name__))
+        if "\x00" in a:
+            raise PolicyError("%s.argv[%d]=%r contains a NUL byte, which no process argument can hold; remove it"
+                              % (label, j, a))
+        try:
+            total += len(os.fsencode(a)) + 1
+        except UnicodeError:
+            raise PolicyError("%s.argv[%d]=%r cannot be encoded as bytes for exec (a lone surrogate); fix the text"
+                              % (label, j, a))
+    if total > MAX_ARGV_BYTES:
+        raise PolicyError("%s.argv is %d bytes; at most %d are allowed in a smoke check" % (label, total, MAX_ARGV_BYTES))
+    exe = argv[0]
+    if not exe.startswith("/"):
+        raise PolicyError("%s.argv[0]=%r must be an absolute path as seen inside root, e.g. /usr/bin/ls" % (label, exe))
+    parts = [p for p in exe.split("/") if p]
+    if not parts or exe.endswith("/"):
+        raise PolicyError("%s.argv[0]=%r must name a file, e.g. /usr/bin/ls" % (label, exe))
+    if any(p in (".", "..") for p in parts):
+        raise PolicyError("%s.argv[0]=%r contains '.' or '..'; write the normalised absolute path" % (label, exe))
+    if len(os.fsencode(exe)) > MAX_PATH_BYTES or any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in parts):
+        raise PolicyError("%s.argv[0]=%r is longer than a path (%d bytes) or a name (%d bytes) can be"
+                          % (label, exe, MAX_PATH_BYTES, MAX_NAME_BYTES))
+
+
+def _validate_one(i, c):
+    label = _label(i, c)
+    unknown = sorted(str(k) for k in set(c) - {"argv", "rc", "stdout_regex", "timeout", "name"})
+    if unknown:
+        raise PolicyError("%s has unknown key(s) %s; allowed: argv, rc, stdout_regex, timeout, name"
+                          % (label, ", ".join(unknown)))
+    argv = c["argv"]
+    _validate_argv(label, argv)
+    name = c.get("name")
+    if name is not None and (not isinstance(name, str) or not name or "\x00" in name or len(name) > MAX_LABEL_CHARS):
+        raise PolicyError("%s.name=%r must be a non-empty string of at most %d characters without NUL"
+                          % (label, name, MAX_LABEL_CHARS))
+    rc = c.get("rc", 0)
+    if isinstance(rc, bool) or not isinstance(rc, int) or not 0 <= rc <= 255:
+        raise PolicyError("%s.rc=%r must be the expected exit status, an integer from 0 to 255" % (label, rc))
+    rx = c.get("stdout_regex")
+    if rx is not None:
+        if not isinstance(rx, str) or len(rx) > MAX_REGEX_CHARS:
+            raise PolicyError("%s.stdout_regex=%r must be a string of at most %d characters"
+                              % (label, rx, MAX_REGEX_CHARS))
+        try:
+            re.compile(rx)
+        except re.error as e:
+            raise PolicyError("%s.stdout_regex=%r is not a valid regular expression: %s" % (label, rx, e))
+    timeout = c.get("timeout", DEFAULT_TIMEOUT)
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout)
+            or not 0 < timeout <= MAX_TIMEOUT):
+        raise PolicyError("%s.timeout=%r must be a number of seconds greater than 0 and at most %d"
+                          % (label, timeout, MAX_TIMEOUT))
+    return {"argv": list(argv), "rc": rc, "stdout_regex": rx, "timeout": float(timeout),
+            "name": name or " ".join(argv)}
+
+
 def validate_checks(smoke):
-    """Normalise the `smoke` option: None, a suite name, or a list of {argv, rc, stdout_regex, timeout}."""
+    """Normalise the `smoke` option: None, a suite name, or a list of {argv, rc, stdout_regex, timeout, name}.
+
+    Everything a check could fail on before its program runs is refused here with E_POLICY,
+    naming the check and the fix: this runs before the lock is taken and before anything changes."""
     if smoke is None or smoke == [] or smoke == "":
         return None
     if isinstance(smoke, str):
@@ -35,57 +157,342 @@ def validate_checks(smoke):
         return smoke
     if not isinstance(smoke, list):
         raise PolicyError("smoke must be a suite name or a list of checks, got %r" % (smoke,))
+    if len(smoke) > MAX_CHECKS:
+        raise PolicyError("smoke has %d checks; at most %d are allowed" % (len(smoke), MAX_CHECKS))
     out = []
     for i, c in enumerate(smoke):
         if isinstance(c, str) and c in SUITES:
             out.append({"suite": c})
             continue
         if not isinstance(c, dict) or "argv" not in c:
-            raise PolicyError("smoke[%d]=%r must be a dict with argv (a list of strings)" % (i, c))
-        unknown = sorted(set(c) - {"argv", "rc", "stdout_regex", "timeout", "name"})
-        if unknown:
-            raise PolicyError("smoke[%d] has unknown key(s) %s; allowed: argv, rc, stdout_regex, timeout, name"
-                              % (i, ", ".join(unknown)))
-        argv = c["argv"]
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise PolicyError("smoke[%d].argv must be a non-empty list of strings" % i)
-        if not argv[0].startswith("/"):
-            raise PolicyError("smoke[%d].argv[0]=%r must be an absolute path as seen inside root" % (i, argv[0]))
-        rx = c.get("stdout_regex")
-        if rx is not None:
-            try:
-                re.compile(rx)
-            except re.error as e:
-                raise PolicyError("smoke[%d].stdout_regex=%r is not a valid regular expression: %s" % (i, rx, e))
-        timeout = c.get("timeout", 10)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise PolicyError("smoke[%d].timeout must be a positive number of seconds" % i)
-        out.append({"argv": argv, "rc": int(c.get("rc", 0)), "stdout_regex": rx, "timeout": float(timeout),
-                    "name": c.get("name") or " ".join(argv)})
+            raise PolicyError("smoke[%d]=%r must be a suite name (%s) or a dict with argv (a list of strings)"
+                              % (i, c, ", ".join(SUITES)))
+        out.append(_validate_one(i, c))
     return out
 
 
-def _run(root, host_exe, argv, timeout):
-    """Run argv (paths as seen inside root).  Inside a chroot of root when root is not '/' and the
-    chroot holds what the program needs; otherwise the resolved host file with argv[0] kept."""
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-    kwargs = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=env)
-    if root != "/":
+# -- output kept within bounds --------------------------------------------------------------------
+
+class _Capped(object):
+    """The first KEEP_HEAD and the last KEEP_TAIL bytes of a stream, and how many bytes it had."""
+
+    def __init__(self, head=KEEP_HEAD, tail=KEEP_TAIL):
+        self.head_max = head
+        self.tail_max = tail
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data):
+        self.total += len(data)
+        room = self.head_max - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_max:
+                del self.tail[:-self.tail_max]
+
+    def finish(self):
+        if len(self.tail) > self.tail_max:
+            del self.tail[:-self.tail_max]
+
+    @property
+    def kept(self):
+        return len(self.head) + len(self.tail)
+
+    @property
+    def truncated(self):
+        return self.total > self.kept
+
+    def texts(self):
+        """The kept output as text: one piece when nothing was dropped, else the head and the tail."""
+        if not self.truncated:
+            return [bytes(self.head + self.tail).decode("utf-8", "replace")]
+        return [bytes(self.head).decode("utf-8", "replace"), bytes(self.tail).decode("utf-8", "replace")]
+
+
+# -- process lifetime -----------------------------------------------------------------------------
+
+_SUBREAPER = [None]
+_RUN_LOCK = threading.Lock()
+
+
+def _become_subreaper():
+    """PR_SET_CHILD_SUBREAPER: a process that leaves the check's session and loses its parent is
+    reparented to this module instead of init, so _kill_orphans can find it.  False when unavailable."""
+    if _SUBREAPER[0] is None:
+        ok = False
         try:
-            p = subprocess.run(argv, preexec_fn=lambda: (os.chroot(root), os.chdir("/")), check=False, **kwargs)
-            loader_missing = p.returncode == 127 and b"error while loading shared libraries" in p.stderr
-            if not loader_missing:
-                return p, "chroot"
-        except OSError:
-            pass
-    argv0 = os.path.basename(argv[0])
-    p = subprocess.run([argv0] + argv[1:], executable=host_exe, check=False, **kwargs)
-    return p, "host"
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            ok = libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+        except (ImportError, OSError, AttributeError):
+            ok = False
+        _SUBREAPER[0] = ok
+    return _SUBREAPER[0]
 
 
-def run_checks(root, checks, links, host_path_of):
-    """Returns [{name, ok, rc, detail, mode}]; host_path_of(in_root_path) resolves in-root symlinks
-    to the host path of the final file (None when it does not resolve inside root)."""
+def _children():
+    """{pid: session id} of this process's children, from /proc."""
+    me = str(os.getpid()).encode()
+    out = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for n in names:
+        if not n.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % n, "rb") as f:
+                data = f.read()
+        except (IOError, OSError):
+            continue
+        fields = data[data.rfind(b")") + 2:].split()  # state ppid pgrp session ...
+        if len(fields) > 3 and fields[1] == me:
+            out[int(n)] = int(fields[3])
+    return out
+
+
+def _kill_orphans(keep):
+    """Kill and reap every child of this process that a check left behind, until none is left.
+
+    Such a child came back here through the subreaper, and it is in another session than this
+    process (every check starts a session of its own, and a process can only leave it for a new
+    one); children in this process's own session, or in `keep` (there before the check), are
+    never touched."""
+    mine = os.getsid(0)
+    killed = 0
+    for _round in range(200):
+        extra = [pid for pid, sid in _children().items() if sid != mine and pid not in keep]
+        if not extra:
+            break
+        for pid in extra:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        for pid in extra:
+            try:
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+    return killed
+
+
+def _killpg(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError as e:
+        if e.errno != errno.ESRCH:
+            raise
+
+
+def _exited(pid):
+    """True when pid has exited, without reaping it (its zombie keeps the process group id from reuse)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None and info.si_pid == pid
+
+
+def _collect(proc, timeout, end):
+    """Read both pipes into bounded buffers until the first process exits or the timeout passes;
+    then end() kills every process of the check and what is left in the pipes is drained.
+    Returns (returncode or None, out, err, timed_out)."""
+    out, err = _Capped(), _Capped()
+    bufs = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    poller = select.poll()
+    for fd in bufs:
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    ended = False  # the first process exited (or timed out) and every process of the check was killed
+    drain_until = None
+    try:
+        while True:
+            now = time.monotonic()
+            if not ended:
+                if _exited(proc.pid):
+                    ended = True
+                elif now >= deadline:
+                    ended = timed_out = True
+                if ended:
+                    end()
+                    drain_until = time.monotonic() + _DRAIN_GRACE
+            if ended and (not bufs or time.monotonic() >= drain_until):
+                break  # all read, or a process out of reach still holds a pipe: it is killed again below
+            wait = _TICK if not ended else max(0.0, drain_until - time.monotonic())
+            for fd, _ev in poller.poll(int(wait * 1000) + 1):
+                try:
+                    data = os.read(fd, _READ_CHUNK)
+                except OSError as e:
+                    if e.errno in (errno.EAGAIN, errno.EINTR):
+                        continue
+                    data = b""
+                if data:
+                    bufs[fd].add(data)
+                else:
+                    poller.unregister(fd)
+                    del bufs[fd]
+    finally:
+        if not ended:
+            end()
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.wait()
+        out.finish()
+        err.finish()
+    return (None if timed_out else proc.returncode), out, err, timed_out
+
+
+def _spawn(argv, extra):
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(_ENV), close_fds=True, start_new_session=True, **extra)
+
+
+def _run_once(argv, timeout, extra):
+    """Spawn and collect one process in its own session, leaving nothing of it running.
+    Raises OSError/SubprocessError when it cannot start."""
+    with _RUN_LOCK:  # one check at a time per process: a check's leftovers are told apart from its peers'
+        subreaper = _become_subreaper()
+        keep = set(_children()) if subreaper else set()
+        proc = None
+        try:
+            proc = _spawn(argv, extra)
+
+            def end():
+                # The first process is not reaped yet (a zombie at worst), so its group id cannot be reused.
+                _killpg(proc.pid)
+                if subreaper:
+                    _kill_orphans(keep | {proc.pid})
+            return _collect(proc, timeout, end)
+        finally:
+            if subreaper:
+                _kill_orphans(keep)
+
+
+def _chroot_into(root):
+    def _pre():
+        os.chroot(root)
+        os.chdir("/")
+    return _pre
+
+
+def _fexec(fd, argv, script):
+    """preexec_fn that replaces the child by the file open as `fd` (fexecve): no path is looked up again.
+
+    A '#!' script is run by its interpreter with /dev/fd/<fd> as the script's path, so for a
+    script the descriptor must survive the exec: it is made inheritable in the child (a binary
+    keeps it close-on-exec).  Every other
+    descriptor above 2 is closed first (what close_fds would do after preexec_fn)."""
+    def _pre():
+        try:
+            if script:
+                os.set_inheritable(fd, True)
+            os.closerange(3, fd)
+            os.closerange(fd + 1, 65536)
+            os.execve(fd, argv, dict(_ENV))
+        except OSError as e:
+            os.write(2, ("switchyard smoke: cannot execute by descriptor: %s\n" % (e.strerror or e)).encode())
+        os._exit(127)
+    return _pre
+
+
+def _open_exe(root_fd, rel):
+    """Open the final file rel resolves to beneath root (in-root symlinks followed, nothing outside
+    root, the final entry opened with O_NOFOLLOW).  Returns (fd, None) or (None, why)."""
+    try:
+        pfd, _prel, name = follow_beneath(root_fd, rel, "smoke argv[0]")
+    except PolicyError as e:
+        return None, "%s does not resolve inside root: %s" % (rel, e.msg)
+    except OSError as e:
+        return None, "%s cannot be resolved inside root: %s" % (rel, e.strerror or e)
+    try:
+        before = lstat_at(pfd, name)
+        if before is None:
+            return None, "%s does not resolve to a file inside root" % rel
+        if not stat.S_ISREG(before.st_mode):
+            return None, "%s resolves to a %s inside root, not a regular file" % (rel, kind_of(before))
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=pfd)
+        except OSError as e:
+            return None, "%s cannot be opened inside root: %s" % (rel, e.strerror or e)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            os.close(fd)
+            return None, "%s changed while it was being opened inside root" % rel
+        return fd, None
+    finally:
+        os.close(pfd)
+
+
+def _loader_missing(rc, err):
+    return rc == 127 and any(b"error while loading shared libraries" in t for t in (bytes(err.head), bytes(err.tail)))
+
+
+def _execute(root, root_fd, c, host_fallback):
+    """Run one custom check.  Returns (mode, rc or None, out, err, timed_out, why-not-run or None)."""
+    argv = c["argv"]
+    fd, why = _open_exe(root_fd, argv[0])
+    if fd is None:
+        return None, None, None, None, False, why
+    try:
+        if root == "/":
+            rc, out, err, timed_out = _run_once(argv, c["timeout"], {})
+            return "host", rc, out, err, timed_out, None
+        reason = None
+        try:
+            rc, out, err, timed_out = _run_once(argv, c["timeout"], {"preexec_fn": _chroot_into(root)})
+            if timed_out or not _loader_missing(rc, err):
+                return "chroot", rc, out, err, timed_out, None
+            reason = "its loader or a shared library is missing in root"
+        except OSError as e:
+            reason = "exec inside root failed: %s" % (e.strerror or e)
+        except subprocess.SubprocessError as e:
+            reason = "cannot chroot into root: %s" % e
+        if not host_fallback:
+            return ("chroot", None, None, None, False,
+                    "cannot run inside a chroot of root (%s) and policy.smoke_host_fallback is false; put what the "
+                    "program needs into root or set policy.smoke_host_fallback: true" % reason)
+        script = os.pread(fd, 2, 0) == b"#!"
+        rc, out, err, timed_out = _run_once(argv, c["timeout"], {"preexec_fn": _fexec(fd, argv, script)})
+        return "host_fd", rc, out, err, timed_out, None
+    finally:
+        os.close(fd)
+
+
+def _result(c, mode, rc, out, err, timed_out):
+    r = {"name": c["name"], "ok": False, "rc": rc, "mode": mode,
+         "stdout_bytes": out.total, "stderr_bytes": err.total,
+         "stdout_truncated": out.truncated, "stderr_truncated": err.truncated}
+    if timed_out:
+        r["detail"] = "timed out after %.1fs; every process of the check was killed" % c["timeout"]
+    else:
+        r["ok"] = rc == c["rc"]
+        r["detail"] = "rc=%d (expected %d)" % (rc, c["rc"])
+        rx = c.get("stdout_regex")
+        if r["ok"] and rx and not any(re.search(rx, t) for t in out.texts()):
+            r["ok"] = False
+            r["detail"] = "stdout does not match %r" % rx
+    for what, buf in (("stdout", out), ("stderr", err)):
+        if buf.truncated:
+            r["detail"] += "; %s truncated: kept the first %d and last %d of %d bytes" % (
+                what, len(buf.head), len(buf.tail), buf.total)
+    if not r["ok"]:
+        tail = err.texts()[-1].strip()
+        if tail:
+            r["detail"] += "; stderr: " + tail[-300:]
+    return r
+
+
+def run_checks(root, root_fd, checks, links, host_fallback=True):
+    """Returns [{name, ok, rc, mode, detail, ...}].  Never raises for a check: a check that cannot
+    run is a failed check (and so a rollback), whatever the reason."""
     results = []
     expanded = []
     for c in ([{"suite": checks}] if isinstance(checks, str) else checks):
@@ -95,33 +502,18 @@ def run_checks(root, checks, links, host_path_of):
             expanded.append(c)
     for c in expanded:
         if c.get("resolve"):
-            results.append(_resolve_check(c, host_path_of))
-            continue
-        host_exe = host_path_of(c["argv"][0])
-        if host_exe is None:
-            results.append({"name": c["name"], "ok": False, "rc": None, "mode": None,
-                            "detail": "%s does not resolve to a file inside root" % c["argv"][0]})
+            results.append(_resolve_check(c, lambda rel: host_path_beneath(root, root_fd, rel)))
             continue
         try:
-            p, mode = _run(root, host_exe, c["argv"], c["timeout"])
-        except subprocess.TimeoutExpired:
+            mode, rc, out, err, timed_out, why = _execute(root, root_fd, c, host_fallback)
+        except Exception as e:  # noqa: B902 -- after the swap a check that cannot run fails (and rolls back), it never raises
             results.append({"name": c["name"], "ok": False, "rc": None, "mode": None,
-                            "detail": "timed out after %.1fs" % c["timeout"]})
+                            "detail": "cannot execute: %s: %s" % (type(e).__name__, e)})
             continue
-        except OSError as e:
-            results.append({"name": c["name"], "ok": False, "rc": None, "mode": None, "detail": "cannot execute: %s" % e})
+        if why is not None:
+            results.append({"name": c["name"], "ok": False, "rc": None, "mode": mode, "detail": why})
             continue
-        out = p.stdout.decode("utf-8", "replace")
-        ok = p.returncode == c["rc"]
-        detail = "rc=%d (expected %d)" % (p.returncode, c["rc"])
-        if ok and c.get("stdout_regex") and not re.search(c["stdout_regex"], out):
-            ok = False
-            detail = "stdout does not match %r" % c["stdout_regex"]
-        if not ok:
-            err = p.stderr.decode("utf-8", "replace").strip()
-            if err:
-                detail += "; stderr: " + err[-300:]
-        results.append({"name": c["name"], "ok": ok, "rc": p.returncode, "mode": mode, "detail": detail})
+        results.append(_result(c, mode, rc, out, err, timed_out))
     return results
 
 
@@ -134,7 +526,7 @@ def _suite(name, links):
         else:
             tool = os.path.basename(link["target"])
             args = _COREUTILS_ARGS.get(tool, ["--help"])
-            out.append({"argv": [link["target"]] + args, "rc": 0, "stdout_regex": None, "timeout": 10.0,
+            out.append({"argv": [link["target"]] + args, "rc": 0, "stdout_regex": None, "timeout": DEFAULT_TIMEOUT,
                         "name": "coreutils %s" % " ".join([link["target"]] + args)})
     return out
 

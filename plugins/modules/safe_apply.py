@@ -41,6 +41,16 @@ options:
     description:
       - Checks run after the swap. A suite name (V(resolve) - each target resolves to its executable source;
         V(coreutils) - runs each swapped tool harmlessly) or a list of checks.
+      - A check is V({argv, rc, stdout_regex, timeout, name}). C(argv) is a non-empty list of strings without NUL bytes
+        (at most 256 items, 64 KiB); C(argv[0]) is an absolute normalised path as seen inside O(root); C(rc) (default
+        V(0)) is the expected exit status 0-255; C(timeout) (default V(10)) is seconds in (0, 3600]. Anything else is
+        refused with E_POLICY before the lock is taken and before anything changes.
+      - With O(root=/) the path C(argv[0]) itself (the swapped link) is executed; with another root it is executed inside
+        a chroot of O(root), or, when the chroot cannot run it and O(policy.smoke_host_fallback) is true, the file it
+        resolves to inside O(root) is executed on the host by its open descriptor (never by a path).
+      - Each check runs in its own session; it is judged on its first process's exit, and then (or at its timeout)
+        every process it started is killed. The first and last 32 KiB of each output stream are kept; the result says
+        when output was cut (C(stdout_truncated), C(stderr_truncated)).
       - A failed check rolls everything back and fails with E_SMOKE (exit code 80).
       - Under O(policy.smoke=required) the V(resolve) suite runs when no checks are given.
     type: raw

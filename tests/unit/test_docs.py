@@ -142,8 +142,9 @@ def test_presets_doc_table_is_generated_from_presets_and_knobs():
 
 
 def test_presets_are_spec_section_5():
+    # smoke_host_fallback: false is issue 13 (a check runs inside the root, or by descriptor only when asked for).
     prod = {"require_rescue": True, "rescue_exec_check": True, "locking": "required", "smoke": "required",
-            "auto_rollback": True, "allow_unlocked_commit": False}
+            "smoke_host_fallback": False, "auto_rollback": True, "allow_unlocked_commit": False}
     assert PRESETS["default"] == {}
     assert PRESETS["production"] == prod
     assert PRESETS["coreutils_switch"] == dict(prod, ownership_strict=True, require_preservation=True,

@@ -9,6 +9,8 @@ def test_production_is_default_plus_its_knobs():
     p = resolve_policy("production")
     assert (p.require_rescue, p.rescue_exec_check, p.locking, p.smoke, p.auto_rollback, p.allow_unlocked_commit) == \
         (True, True, "required", "required", True, False)
+    assert p.smoke_host_fallback is False and resolve_policy("default").smoke_host_fallback is True
+    assert resolve_policy("production", {"smoke_host_fallback": True}).smoke_host_fallback is True
     assert p.suid_sgid == DEFAULTS["suid_sgid"]
 
 
