@@ -55,7 +55,9 @@ subprocess.check_call([sys.executable, "-m", "pip", "install"] + args)
 
 def shipped_files(repo=REPO):
     """Relative paths of the files the collection consists of (what git would commit)."""
-    if os.path.isdir(os.path.join(repo, ".git")):
+    # A git worktree has a .git *file*: it still is a git checkout (and a copied .git file would point
+    # the stage's `git add` at the checkout's own index).
+    if os.path.exists(os.path.join(repo, ".git")):
         out = subprocess.check_output(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                                       cwd=repo)
         names = [n for n in out.decode("utf-8").split("\0") if n]
@@ -64,7 +66,7 @@ def shipped_files(repo=REPO):
     for top, dirs, files in os.walk(repo):
         dirs[:] = [d for d in dirs if d not in NOT_SHIPPED]
         for f in files:
-            if not f.endswith(".pyc"):
+            if not f.endswith(".pyc") and f not in NOT_SHIPPED:
                 found.append(os.path.relpath(os.path.join(top, f), repo))
     return sorted(found)
 
