@@ -72,10 +72,9 @@ def oldest_core_venv():
         if os.path.isdir(OLDEST_VENV):
             shutil.rmtree(OLDEST_VENV)
         subprocess.check_call([python, "-m", "venv", OLDEST_VENV])
+        major, minor = OLDEST_CORE.split(".")
         subprocess.check_call([os.path.join(OLDEST_VENV, "bin", "pip"), "install", "-q", "--disable-pip-version-check",
-                               "ansible-core>=%s,<%s.%d" % (OLDEST_CORE, OLDEST_CORE.split(".")[0],
-                                                            int(OLDEST_CORE.split(".")[1]) + 1),
-                               "jsonschema>=4.18"])
+                               "ansible-core>=%s,<%s.%d" % (OLDEST_CORE, major, int(minor) + 1), "jsonschema>=4.18"])
         with open(stamp, "w") as f:
             f.write("")
     return os.path.join(OLDEST_VENV, "bin")
