@@ -123,6 +123,8 @@ def test_docsite_guides_page_is_in_the_extra_docs_index(staged):
         assert "- guides" in f.read()
     with open(os.path.join(staged, "docs", "docsite", "rst", "guides.rst")) as f:
         page = f.read()
+    # the label the modules' seealso points at (antsibull-docs does not check seealso refs)
+    assert ".. _ansible_collections.switchyard.fs.docsite.guides:\n" in page
     for guide in sorted(os.listdir(os.path.join(REPO, "docs"))):
         if guide.endswith(".md") and guide != "benchmarks.md":
             assert "/docs/%s>" % guide in page, "docs/docsite/rst/guides.rst does not link %s" % guide
