@@ -22,6 +22,8 @@ MODULES = ("safe_preflight", "safe_apply", "safe_restore", "safe_prune")
 STAGE_ROOT = os.path.join(REPO, ".build", "docs-lint")
 STAGE = os.path.join(STAGE_ROOT, "ansible_collections", "switchyard", "fs")
 # A repository path in prose, e.g. docs/durability.md or plugins/plugin_utils/x.json (URLs are fine).
+# One worker stages and lints at a time (the stage directory is shared).
+pytestmark = pytest.mark.xdist_group("docs_lint")
 REPO_PATH = re.compile(r"(?<![/\w.])(?:docs|schemas|plugins|tests|scripts|SPEC)(?:/[\w.-]+)+|\bSPEC\b")
 
 
