@@ -86,7 +86,7 @@ def core_version(bin_dir):
     return out.decode().strip()
 
 
-def test_env(bin_dir):
+def ansible_test_env(bin_dir):
     env = SANITY.sanity_env()
     env["PATH"] = os.pathsep.join([PY_BIN, bin_dir] + env["PATH"].split(os.pathsep)[2:])
     return env
@@ -104,7 +104,7 @@ def run_ansible_test(command, args, bin_dir=VENV_BIN, stream=False):
         SANITY.install_get_pip_stand_in()
         cmd = [os.path.join(bin_dir, "ansible-test"), command, "--color", "no"] + list(args)
         kwargs = {} if stream else {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-        proc = subprocess.run(cmd, cwd=STAGE, env=test_env(bin_dir), universal_newlines=True, timeout=1500,
+        proc = subprocess.run(cmd, cwd=STAGE, env=ansible_test_env(bin_dir), universal_newlines=True, timeout=1500,
                               check=False, **kwargs)
         return proc, time.time() - started
 
