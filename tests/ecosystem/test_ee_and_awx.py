@@ -106,8 +106,10 @@ def test_ee_recipe_in_the_docs_builds_a_complete_context(tarball, tmp_path):
 
     # What the galaxy stage runs in /build, run in the context's _build: it installs the collection.
     dest = tmp_path / "installed"
+    # Only the destination counts as installed, as in the image (a copy in ~/.ansible would make it a no-op).
     proc = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-r", "requirements.yml",
-                           "-p", str(dest)], cwd=str(build), env=_env(), stdout=subprocess.PIPE,
+                           "-p", str(dest)], cwd=str(build), env=_env(ANSIBLE_COLLECTIONS_PATH=str(dest)),
+                          stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     assert proc.returncode == 0, proc.stdout
     manifest = json.loads((dest / "ansible_collections" / "switchyard" / "fs" / "MANIFEST.json").read_text())
@@ -148,7 +150,8 @@ def awx(tarball, tmp_path):
     pdd = tmp_path / "pdd"
     collections = pdd / "collections"
     subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", str(tarball), "-p", str(collections)],
-                   env=_env(), check=True, stdout=subprocess.DEVNULL)
+                   env=_env(ANSIBLE_COLLECTIONS_PATH=str(collections)), check=True, stdout=subprocess.DEVNULL)
+    assert (collections / "ansible_collections" / "switchyard" / "fs" / "MANIFEST.json").is_file()
     project = pdd / "project" / "playbooks"
     project.mkdir(parents=True)
     for playbook in glob.glob(os.path.join(REPO, "playbooks", "*.yml")):
