@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Debian tools the tests and the demo use as real providers and probes. Idempotent; quiet when all present.
+# `install-system-deps.sh demo` installs only what `make demo` uses (rust-coreutils, the provider).
 set -euo pipefail
 need=()
-command -v busybox >/dev/null || need+=(busybox)
 [ -x /usr/lib/cargo/bin/coreutils/ls ] || need+=(rust-coreutils)
-command -v lsattr >/dev/null || need+=(e2fsprogs)
-command -v setcap >/dev/null || need+=(libcap2-bin)
-command -v setfattr >/dev/null || need+=(attr)
-command -v setfacl >/dev/null || need+=(acl)
-command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
-command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v ssh >/dev/null || need+=(openssh-client)
-command -v unshare >/dev/null || need+=(util-linux)
-command -v shellcheck >/dev/null || need+=(shellcheck)  # ansible-test sanity: shellcheck
+if [ "${1:-all}" != demo ]; then
+  command -v busybox >/dev/null || need+=(busybox)
+  command -v lsattr >/dev/null || need+=(e2fsprogs)
+  command -v setcap >/dev/null || need+=(libcap2-bin)
+  command -v setfattr >/dev/null || need+=(attr)
+  command -v setfacl >/dev/null || need+=(acl)
+  command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+  command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh >/dev/null || need+=(openssh-client)
+  command -v unshare >/dev/null || need+=(util-linux)
+  command -v shellcheck >/dev/null || need+=(shellcheck)  # ansible-test sanity: shellcheck
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

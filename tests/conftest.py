@@ -3,12 +3,17 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A stable collections root under the checkout: <repo>/.build/collections/ansible_collections/switchyard/fs -> <repo>
-COLLECTIONS_ROOT = os.path.join(REPO, ".build", "collections")
+# A checkout that already sits at .../ansible_collections/switchyard/fs (ansible-test's staged copy, an
+# installed collection) is used where it is; any other checkout gets a stable collections root under
+# itself: <repo>/.build/collections/ansible_collections/switchyard/fs -> <repo>
+IN_PLACE = REPO.split(os.sep)[-3:] == ["ansible_collections", "switchyard", "fs"]
+COLLECTIONS_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(REPO))) if IN_PLACE else os.path.join(REPO, ".build", "collections")
 _LINK = os.path.join(COLLECTIONS_ROOT, "ansible_collections", "switchyard", "fs")
 
 
 def _ensure_link():
+    if IN_PLACE:
+        return
     os.makedirs(os.path.dirname(_LINK), exist_ok=True)
     if os.path.islink(_LINK) and os.readlink(_LINK) == REPO:
         return
@@ -30,6 +35,9 @@ def _install_collection_finder():
     try:
         from ansible.plugins.loader import init_plugin_loader
     except ImportError:  # scripts run by a Python without ansible-core (e.g. a bench under another interpreter)
+        return
+    from ansible.utils.collection_loader import AnsibleCollectionConfig  # pylint: disable=import-outside-toplevel
+    if AnsibleCollectionConfig.collection_finder is not None:  # ansible-test units installed its own finder
         return
     init_plugin_loader([COLLECTIONS_ROOT])
 

@@ -21,7 +21,7 @@ options:
     default: /
   preset:
     description:
-      - A named policy. Explicit O(policy) keys override it. See docs/presets.md.
+      - A named policy. Explicit O(policy) keys override it. The presets guide lists the values of each preset.
     type: str
     choices: [coreutils_switch, default, production]
     default: default
@@ -214,6 +214,21 @@ options:
         never through a final symlink; an existing file must be a regular file owned by the module's user with a
         single link. A log that cannot be written (refused, EISDIR, ENOSPC, EACCES) is a warning, never a failed task.
     type: path
+requirements:
+  - python >= 3.8 on the managed host (standard library only)
+  - jsonschema >= 4.18 on the controller (the action plugin validates each report)
+seealso:
+  - ref: ansible_collections.switchyard.fs.docsite.guides
+    description: The switchyard.fs guides - durability, preflight gates, presets, preservation, locking, facts, errors, AWX.
+  - name: Durability guide
+    description: The swap sequence, every fsync and what it protects, and crash recovery.
+    link: https://github.com/switchyard/switchyard.fs/blob/main/docs/durability.md
+  - name: Facts reference
+    description: Every field of the reports the modules return.
+    link: https://github.com/switchyard/switchyard.fs/blob/main/docs/facts.md
+  - name: Error reference
+    description: Every error id, its exit code, and what to do about it.
+    link: https://github.com/switchyard/switchyard.fs/blob/main/docs/errors.md
 notes:
   - Check mode runs every probe for real and changes nothing; the lock is not taken in check mode.
   - Facts are validated on the controller against the collection's JSON schema by the action plugin.

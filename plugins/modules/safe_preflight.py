@@ -13,7 +13,7 @@ short_description: Run every switchyard preflight gate for real and change nothi
 version_added: 0.1.0
 description:
   - Returns one row per planned link or restore, sorted by (path, action_id), with every STOP naming the path and the
-    policy knob that changes it. See docs/preflight.md for the gates.
+    policy knob that changes it. The preflight guide describes every gate.
   - Never changes anything, in check mode or not; fails with E_POLICY when any STOP exists unless O(fail_on_stop=false).
 options:
   links:
@@ -53,6 +53,11 @@ attributes:
     support: full
     platforms: posix
     description: Linux managed hosts (uses flock, ioctl FS_IOC_GETFLAGS and *at syscalls).
+seealso:
+  - module: switchyard.fs.safe_apply
+    description: Make the swaps this module checks.
+  - module: switchyard.fs.safe_restore
+    description: Restore targets whose readiness this module checks.
 author:
   - switchyard.fs contributors (@switchyard)
 extends_documentation_fragment:
@@ -79,46 +84,358 @@ changed:
   description: Whether the filesystem changed (in check mode, whether it would).
   returned: always
   type: bool
+  sample: false
 plan_id:
-  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode.
-  returned: success or failure after planning
+  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it
+    for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
+  returned: success, or failure after planning
   type: str
+  sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
 msg:
   description: What happened.
   returned: always
   type: str
+  sample: 'preflight: 2 row(s), 0 STOP(s), 0 warning(s)'
 error_id:
-  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED, E_SMOKE).
+  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED,
+    E_SMOKE, E_INTERNAL).
   returned: failure
   type: str
+  sample: E_POLICY
 exit_code:
-  description: Numeric code of RV(error_id) (10 to 80), see docs/errors.md.
+  description: Numeric code of RV(error_id), from 10 (V(E_POLICY)) to 90 (V(E_INTERNAL)).
   returned: failure
   type: int
+  sample: 10
 summary_error_ids:
   description: The specific cause first, then the classification.
   returned: failure
   type: list
   elements: str
+  sample:
+  - E_POLICY
 rolled_back:
   description: Whether actions already applied were rolled back.
   returned: failure
   type: bool
+  sample: false
 rolled_back_paths:
   description: Paths put back by the rollback.
   returned: failure
   type: list
   elements: str
+  sample: []
 ansible_facts:
-  description: Facts.
+  description: Facts; the report has a key of its own per stage, so stages never overwrite each other.
   returned: always
   type: dict
   contains:
     switchyard_preflight:
-      description: The preflight report - summary and rows (action_id, path, current_kind, planned_kind, policy_ok,
-        notes, stops, warnings, preservation, provenance, immutable_check, restore_ready...) and events.
+      description: The preflight report, validated on the controller against the collection's JSON schema.
       returned: always
       type: dict
+      contains:
+        schema_version:
+          description: Version of the report schema.
+          returned: always
+          type: int
+          sample: 1
+        collection_version:
+          description: Version of switchyard.fs that wrote the report.
+          returned: always
+          type: str
+          sample: 0.1.0
+        stage:
+          description: The module's stage.
+          returned: always
+          type: str
+          sample: preflight
+        plan_id:
+          description: UUIDv5 over the normalised plan (root-relative), the same on every host and in check mode.
+          returned: always
+          type: str
+          sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+        run_id:
+          description: Random id of this run; names the journal of an apply.
+          returned: always
+          type: str
+          sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        dry_run:
+          description: Check mode, or a stage that never changes anything (preflight).
+          returned: always
+          type: bool
+          sample: true
+        ts:
+          description: UTC time the report was written.
+          returned: always
+          type: str
+          sample: '2026-12-01T14:45:49.398201Z'
+        root:
+          description: The O(root) every path is resolved beneath.
+          returned: always
+          type: str
+          sample: /srv/sandbox
+        summary:
+          description: Counts and the run's decision.
+          returned: always
+          type: dict
+          contains:
+            policy_ok:
+              description: No row stops.
+              returned: always
+              type: bool
+              sample: true
+            rows:
+              description: Rows.
+              returned: always
+              type: int
+              sample: 2
+            stops:
+              description: Rows that stop.
+              returned: always
+              type: int
+              sample: 0
+            warnings:
+              description: Warnings.
+              returned: always
+              type: int
+              sample: 0
+            dry_run:
+              description: Always true for preflight.
+              returned: always
+              type: bool
+              sample: true
+        recovery:
+          description: Plans a crash left unfinished that this run rolled back first (empty normally).
+          returned: always
+          type: list
+          elements: dict
+          sample: []
+        preset:
+          description: The O(preset).
+          returned: always
+          type: str
+          sample: default
+        policy:
+          description: The resolved policy (preset and overrides).
+          returned: always
+          type: dict
+          sample: {}
+        rows:
+          description: One row per planned action, ordered by (path, action_id), with every gate's result.
+          returned: always
+          type: list
+          elements: dict
+          contains:
+            action_id:
+              description: UUIDv5 of the action; the same on every host and in check mode.
+              returned: always
+              type: str
+              sample: 2271eb51-67c7-5101-bec3-de90281d5b91
+            path:
+              description: The target, as seen from inside O(root).
+              returned: always
+              type: str
+              sample: /usr/bin/cat
+            op:
+              description: V(link) for a swap, V(restore) for a restore.
+              returned: always
+              type: str
+              sample: link
+            source:
+              description: The link's source, as seen from inside O(root).
+              returned: for links
+              type: str
+              sample: /opt/provider/bin/cat
+            link_text:
+              description: The text the link will hold.
+              returned: for links
+              type: str
+              sample: /opt/provider/bin/cat
+            current_kind:
+              description: What the target is now.
+              returned: always
+              type: str
+              sample: file
+            planned_kind:
+              description: What the target will be.
+              returned: always
+              type: str
+              sample: symlink
+            noop:
+              description: The target already is what the plan wants.
+              returned: always
+              type: bool
+              sample: false
+            policy_ok:
+              description: No STOP for this row.
+              returned: always
+              type: bool
+              sample: true
+            stops:
+              description: Why the row stops; empty when the row's C(policy_ok) is true.
+              returned: always
+              type: list
+              elements: dict
+              contains:
+                msg:
+                  description: What stops and how to change it.
+                  returned: always
+                  type: str
+                  sample: /usr/bin/ls is under forbidden path /usr/bin (remove it from policy.forbid_paths to proceed)
+                knob:
+                  description: The policy knob (or option) that changes the decision.
+                  returned: always
+                  type: str
+                  sample: forbid_paths
+                error_id:
+                  description: The error id the STOP fails with.
+                  returned: always
+                  type: str
+                  sample: E_POLICY
+              sample: []
+            warnings:
+              description: Findings that do not stop the row.
+              returned: always
+              type: list
+              elements: str
+              sample: []
+            notes:
+              description: Informational findings (package ownership, diversions, alternatives).
+              returned: always
+              type: list
+              elements: str
+              sample: []
+            mount:
+              description: Mount of the target's directory - mountpoint, fstype, rw, exec, method.
+              returned: for links and restores
+              type: dict
+              sample:
+                exec: true
+                fstype: ext4
+                method: statvfs
+                mountpoint: /
+                rw: true
+            immutable_detection_method:
+              description: V(ioctl), V(lsattr), V(unknown) or V(not_applicable).
+              returned: when probed
+              type: str
+              sample: ioctl
+            provenance:
+              description: Owner uid/gid and owning package (C(pkg), C(backend)) when a package database knows it.
+              returned: for links
+              type: dict
+              sample:
+                backend: null
+                gid: 0
+                pkg: null
+                uid: 0
+            restore_ready:
+              description: A complete backup exists and its hash verifies.
+              returned: for restores
+              type: bool
+              sample: true
+        events:
+          description: The audit events of the run (also appended to O(audit_log) when set), in order.
+          returned: always
+          type: list
+          elements: dict
+          contains:
+            stage:
+              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result),
+                V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
+              returned: always
+              type: str
+              sample: apply.result
+            decision:
+              description: V(success), V(failure) or V(warn).
+              returned: always
+              type: str
+              sample: success
+            seq:
+              description: Position of the event in the run.
+              returned: always
+              type: int
+              sample: 5
+            ts:
+              description: UTC timestamp.
+              returned: always
+              type: str
+              sample: '2026-12-01T14:45:49.394393Z'
+            plan_id:
+              description: The plan.
+              returned: always
+              type: str
+              sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+            run_id:
+              description: The run.
+              returned: always
+              type: str
+              sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+            event_id:
+              description: Unique id of the event.
+              returned: always
+              type: str
+              sample: 7b2461d6-c792-4abc-ad26-e7b6292c5f3a
+            path:
+              description: The target the event is about.
+              returned: for per-target events
+              type: str
+              sample: /usr/bin/cat
+      sample:
+        schema_version: 1
+        collection_version: 0.1.0
+        stage: preflight
+        plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+        run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        dry_run: true
+        ts: '2026-12-01T14:45:49.398201Z'
+        root: /srv/sandbox
+        preset: default
+        recovery: []
+        summary:
+          dry_run: true
+          policy_ok: true
+          rows: 1
+          stops: 0
+          warnings: 0
+        rows:
+        - action_id: 2271eb51-67c7-5101-bec3-de90281d5b91
+          path: /usr/bin/cat
+          op: link
+          source: /opt/provider/bin/cat
+          link_text: /opt/provider/bin/cat
+          current_kind: file
+          planned_kind: symlink
+          noop: false
+          policy_ok: true
+          stops: []
+          warnings: []
+          notes: []
+          mount:
+            exec: true
+            fstype: ext4
+            method: statvfs
+            mountpoint: /
+            rw: true
+          immutable_detection_method: ioctl
+          source_trusted: true
+        events:
+        - schema_version: 1
+          collection_version: 0.1.0
+          stage: preflight.summary
+          decision: success
+          seq: 3
+          plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+          run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+          event_id: 47d00da6-b4fe-490c-98e9-1d8ec22deebe
+          ts: '2026-12-01T14:45:48.195778Z'
+          dry_run: true
+          rows: 1
+          stops: 0
+          warnings: 0
+          overridden: 0
+          stop_paths: []
 '''
 
 from ansible_collections.switchyard.fs.plugins.module_utils._module import ArgumentSpec, run_module

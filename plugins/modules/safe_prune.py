@@ -37,6 +37,11 @@ attributes:
     support: full
     platforms: posix
     description: Linux managed hosts (uses flock, ioctl FS_IOC_GETFLAGS and *at syscalls).
+seealso:
+  - module: switchyard.fs.safe_apply
+    description: Makes the backups this module deletes.
+  - module: switchyard.fs.safe_restore
+    description: Restore from the backups kept.
 author:
   - switchyard.fs contributors (@switchyard)
 extends_documentation_fragment:
@@ -64,45 +69,270 @@ changed:
   description: Whether the filesystem changed (in check mode, whether it would).
   returned: always
   type: bool
+  sample: true
 plan_id:
-  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode.
-  returned: success or failure after planning
+  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it
+    for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
+  returned: success, or failure after planning
   type: str
+  sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
 msg:
   description: What happened.
   returned: always
   type: str
+  sample: 2 backup(s) pruned
 error_id:
-  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED, E_SMOKE).
+  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED,
+    E_SMOKE, E_INTERNAL).
   returned: failure
   type: str
+  sample: E_POLICY
 exit_code:
-  description: Numeric code of RV(error_id) (10 to 80), see docs/errors.md.
+  description: Numeric code of RV(error_id), from 10 (V(E_POLICY)) to 90 (V(E_INTERNAL)).
   returned: failure
   type: int
+  sample: 10
 summary_error_ids:
   description: The specific cause first, then the classification.
   returned: failure
   type: list
   elements: str
+  sample:
+  - E_POLICY
 rolled_back:
   description: Whether actions already applied were rolled back.
   returned: failure
   type: bool
+  sample: false
 rolled_back_paths:
   description: Paths put back by the rollback.
   returned: failure
   type: list
   elements: str
+  sample: []
 ansible_facts:
-  description: Facts.
+  description: Facts; the report has a key of its own per stage, so stages never overwrite each other.
   returned: always
   type: dict
   contains:
     switchyard_prune:
-      description: The prune report - summary and results per path (kept, pruned, pruned_backups) and events.
+      description: The prune report, validated on the controller against the collection's JSON schema.
       returned: always
       type: dict
+      contains:
+        schema_version:
+          description: Version of the report schema.
+          returned: always
+          type: int
+          sample: 1
+        collection_version:
+          description: Version of switchyard.fs that wrote the report.
+          returned: always
+          type: str
+          sample: 0.1.0
+        stage:
+          description: The module's stage.
+          returned: always
+          type: str
+          sample: prune
+        plan_id:
+          description: UUIDv5 over the normalised plan (root-relative), the same on every host and in check mode.
+          returned: always
+          type: str
+          sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+        run_id:
+          description: Random id of this run; names the journal of an apply.
+          returned: always
+          type: str
+          sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        dry_run:
+          description: Check mode, or a stage that never changes anything (preflight).
+          returned: always
+          type: bool
+          sample: false
+        ts:
+          description: UTC time the report was written.
+          returned: always
+          type: str
+          sample: '2026-12-01T14:45:49.398201Z'
+        root:
+          description: The O(root) every path is resolved beneath.
+          returned: always
+          type: str
+          sample: /srv/sandbox
+        summary:
+          description: Counts and the run's decision.
+          returned: always
+          type: dict
+          contains:
+            decision:
+              description: V(success) or V(failure).
+              returned: always
+              type: str
+              sample: success
+            error_id:
+              description: Error id of a failed run.
+              returned: on failure
+              type: str
+              sample: E_SMOKE
+            backup_durable:
+              description: Every fsync of backups, sidecars, directories and the journal succeeded.
+              returned: always
+              type: bool
+              sample: true
+            targets:
+              description: Targets.
+              returned: always
+              type: int
+              sample: 2
+            pruned:
+              description: Backups deleted.
+              returned: always
+              type: int
+              sample: 2
+        recovery:
+          description: Plans a crash left unfinished that this run rolled back first (empty normally).
+          returned: always
+          type: list
+          elements: dict
+          sample: []
+        results:
+          description: One entry per target.
+          returned: always
+          type: list
+          elements: dict
+          contains:
+            path:
+              description: The target, as seen from inside O(root).
+              returned: always
+              type: str
+              sample: /usr/bin/ls
+            result:
+              description: V(changed) when backups were (or in check mode would be) deleted.
+              returned: always
+              type: str
+              sample: changed
+            kept:
+              description: Backups kept; the newest is always kept.
+              returned: always
+              type: int
+              sample: 1
+            pruned:
+              description: Backups deleted.
+              returned: always
+              type: int
+              sample: 2
+            pruned_backups:
+              description: File names of the deleted backups.
+              returned: always
+              type: list
+              elements: str
+              sample:
+              - .ls.switchyard.1796136349399.bak
+        lock_backend:
+          description: V(flock), or V(none) when the run went on without the lock (O(policy.locking=optional)).
+          returned: always
+          type: str
+          sample: flock
+        lock_wait_ms:
+          description: How long the run waited for the lock.
+          returned: always
+          type: float
+          sample: 0.01
+        lock_attempts:
+          description: How many times the lock was tried.
+          returned: always
+          type: int
+          sample: 1
+        events:
+          description: The audit events of the run (also appended to O(audit_log) when set), in order.
+          returned: always
+          type: list
+          elements: dict
+          contains:
+            stage:
+              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result),
+                V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
+              returned: always
+              type: str
+              sample: apply.result
+            decision:
+              description: V(success), V(failure) or V(warn).
+              returned: always
+              type: str
+              sample: success
+            seq:
+              description: Position of the event in the run.
+              returned: always
+              type: int
+              sample: 5
+            ts:
+              description: UTC timestamp.
+              returned: always
+              type: str
+              sample: '2026-12-01T14:45:49.394393Z'
+            plan_id:
+              description: The plan.
+              returned: always
+              type: str
+              sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+            run_id:
+              description: The run.
+              returned: always
+              type: str
+              sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+            event_id:
+              description: Unique id of the event.
+              returned: always
+              type: str
+              sample: 7b2461d6-c792-4abc-ad26-e7b6292c5f3a
+            path:
+              description: The target the event is about.
+              returned: for per-target events
+              type: str
+              sample: /usr/bin/cat
+      sample:
+        schema_version: 1
+        collection_version: 0.1.0
+        stage: prune
+        plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+        run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        dry_run: false
+        ts: '2026-12-01T14:45:49.398201Z'
+        root: /srv/sandbox
+        preset: default
+        recovery: []
+        summary:
+          backup_durable: true
+          decision: success
+          pruned: 1
+          targets: 1
+        lock_backend: flock
+        lock_wait_ms: 0.01
+        lock_attempts: 1
+        results:
+        - path: /usr/bin/ls
+          result: changed
+          kept: 1
+          pruned: 1
+          pruned_backups:
+          - .ls.switchyard.1796136349399.bak
+        events:
+        - schema_version: 1
+          collection_version: 0.1.0
+          stage: apply.result
+          decision: success
+          seq: 5
+          plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+          run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+          event_id: 8abc293c-a3d4-4ef6-84d6-1c50bb776996
+          ts: '2026-12-01T14:47:58.167321Z'
+          dry_run: false
+          action_id: 2271eb51-67c7-5101-bec3-de90281d5b91
+          path: /usr/bin/cat
+          hash_alg: sha256
+          before_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+          backup_durable: true
 '''
 
 from ansible_collections.switchyard.fs.plugins.module_utils._module import ArgumentSpec, run_module

@@ -41,6 +41,11 @@ attributes:
     support: full
     platforms: posix
     description: Linux managed hosts (uses flock, ioctl FS_IOC_GETFLAGS and *at syscalls).
+seealso:
+  - module: switchyard.fs.safe_apply
+    description: Makes the backups this module restores.
+  - module: switchyard.fs.safe_prune
+    description: Delete old backups.
 author:
   - switchyard.fs contributors (@switchyard)
 extends_documentation_fragment:
@@ -65,46 +70,499 @@ changed:
   description: Whether the filesystem changed (in check mode, whether it would).
   returned: always
   type: bool
+  sample: true
 plan_id:
-  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode.
-  returned: success or failure after planning
+  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it
+    for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
+  returned: success, or failure after planning
   type: str
+  sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
 msg:
   description: What happened.
   returned: always
   type: str
+  sample: 2 target(s) restored
 error_id:
-  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED, E_SMOKE).
+  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED,
+    E_SMOKE, E_INTERNAL).
   returned: failure
   type: str
+  sample: E_POLICY
 exit_code:
-  description: Numeric code of RV(error_id) (10 to 80), see docs/errors.md.
+  description: Numeric code of RV(error_id), from 10 (V(E_POLICY)) to 90 (V(E_INTERNAL)).
   returned: failure
   type: int
+  sample: 10
 summary_error_ids:
   description: The specific cause first, then the classification.
   returned: failure
   type: list
   elements: str
+  sample:
+  - E_POLICY
 rolled_back:
   description: Whether actions already applied were rolled back.
   returned: failure
   type: bool
+  sample: false
 rolled_back_paths:
   description: Paths put back by the rollback.
   returned: failure
   type: list
   elements: str
+  sample: []
 ansible_facts:
-  description: Facts.
+  description: Facts; the report has a key of its own per stage, so stages never overwrite each other.
   returned: always
   type: dict
   contains:
     switchyard_restore:
-      description: The restore report - summary, results per path (before, after, backup, sidecar_integrity_verified,
-        preservation_applied) and events.
+      description: The restore report, validated on the controller against the collection's JSON schema.
       returned: always
       type: dict
+      contains:
+        schema_version:
+          description: Version of the report schema.
+          returned: always
+          type: int
+          sample: 1
+        collection_version:
+          description: Version of switchyard.fs that wrote the report.
+          returned: always
+          type: str
+          sample: 0.1.0
+        stage:
+          description: The module's stage.
+          returned: always
+          type: str
+          sample: restore
+        plan_id:
+          description: UUIDv5 over the normalised plan (root-relative), the same on every host and in check mode.
+          returned: always
+          type: str
+          sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+        run_id:
+          description: Random id of this run; names the journal of an apply.
+          returned: always
+          type: str
+          sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        dry_run:
+          description: Check mode, or a stage that never changes anything (preflight).
+          returned: always
+          type: bool
+          sample: false
+        ts:
+          description: UTC time the report was written.
+          returned: always
+          type: str
+          sample: '2026-12-01T14:45:49.398201Z'
+        root:
+          description: The O(root) every path is resolved beneath.
+          returned: always
+          type: str
+          sample: /srv/sandbox
+        summary:
+          description: Counts and the run's decision.
+          returned: always
+          type: dict
+          contains:
+            decision:
+              description: V(success) or V(failure).
+              returned: always
+              type: str
+              sample: success
+            error_id:
+              description: Error id of a failed run.
+              returned: on failure
+              type: str
+              sample: E_SMOKE
+            backup_durable:
+              description: Every fsync of backups, sidecars, directories and the journal succeeded.
+              returned: always
+              type: bool
+              sample: true
+            targets:
+              description: Targets.
+              returned: always
+              type: int
+              sample: 2
+            changed:
+              description: Targets restored.
+              returned: always
+              type: int
+              sample: 2
+            sidecar_integrity_verified:
+              description: Every backup's hash matched its sidecar.
+              returned: always
+              type: bool
+              sample: true
+        recovery:
+          description: Plans a crash left unfinished that this run rolled back first (empty normally).
+          returned: always
+          type: list
+          elements: dict
+          sample: []
+        preset:
+          description: The O(preset).
+          returned: always
+          type: str
+          sample: default
+        rows:
+          description: One row per planned action, ordered by (path, action_id), with every gate's result.
+          returned: when planning got as far as the preflight
+          type: list
+          elements: dict
+          contains:
+            action_id:
+              description: UUIDv5 of the action; the same on every host and in check mode.
+              returned: always
+              type: str
+              sample: 2271eb51-67c7-5101-bec3-de90281d5b91
+            path:
+              description: The target, as seen from inside O(root).
+              returned: always
+              type: str
+              sample: /usr/bin/cat
+            op:
+              description: V(link) for a swap, V(restore) for a restore.
+              returned: always
+              type: str
+              sample: link
+            source:
+              description: The link's source, as seen from inside O(root).
+              returned: for links
+              type: str
+              sample: /opt/provider/bin/cat
+            link_text:
+              description: The text the link will hold.
+              returned: for links
+              type: str
+              sample: /opt/provider/bin/cat
+            current_kind:
+              description: What the target is now.
+              returned: always
+              type: str
+              sample: file
+            planned_kind:
+              description: What the target will be.
+              returned: always
+              type: str
+              sample: symlink
+            noop:
+              description: The target already is what the plan wants.
+              returned: always
+              type: bool
+              sample: false
+            policy_ok:
+              description: No STOP for this row.
+              returned: always
+              type: bool
+              sample: true
+            stops:
+              description: Why the row stops; empty when the row's C(policy_ok) is true.
+              returned: always
+              type: list
+              elements: dict
+              contains:
+                msg:
+                  description: What stops and how to change it.
+                  returned: always
+                  type: str
+                  sample: /usr/bin/ls is under forbidden path /usr/bin (remove it from policy.forbid_paths to proceed)
+                knob:
+                  description: The policy knob (or option) that changes the decision.
+                  returned: always
+                  type: str
+                  sample: forbid_paths
+                error_id:
+                  description: The error id the STOP fails with.
+                  returned: always
+                  type: str
+                  sample: E_POLICY
+              sample: []
+            warnings:
+              description: Findings that do not stop the row.
+              returned: always
+              type: list
+              elements: str
+              sample: []
+            notes:
+              description: Informational findings (package ownership, diversions, alternatives).
+              returned: always
+              type: list
+              elements: str
+              sample: []
+            mount:
+              description: Mount of the target's directory - mountpoint, fstype, rw, exec, method.
+              returned: for links and restores
+              type: dict
+              sample:
+                exec: true
+                fstype: ext4
+                method: statvfs
+                mountpoint: /
+                rw: true
+            immutable_detection_method:
+              description: V(ioctl), V(lsattr), V(unknown) or V(not_applicable).
+              returned: when probed
+              type: str
+              sample: ioctl
+            provenance:
+              description: Owner uid/gid and owning package (C(pkg), C(backend)) when a package database knows it.
+              returned: for links
+              type: dict
+              sample:
+                backend: null
+                gid: 0
+                pkg: null
+                uid: 0
+            restore_ready:
+              description: A complete backup exists and its hash verifies.
+              returned: for restores
+              type: bool
+              sample: true
+        results:
+          description: One entry per restored target.
+          returned: always
+          type: list
+          elements: dict
+          contains:
+            path:
+              description: The target, as seen from inside O(root).
+              returned: always
+              type: str
+              sample: /usr/bin/cat
+            result:
+              description: V(changed) or V(unchanged) (the target already matches its backup).
+              returned: always
+              type: str
+              sample: changed
+            before:
+              description: The target before the restore.
+              returned: always
+              type: dict
+              contains: &id001
+                kind:
+                  description: V(file), V(symlink), V(absent), V(directory) or V(other).
+                  returned: always
+                  type: str
+                  sample: file
+                link_target:
+                  description: The link text, for a symlink.
+                  returned: when kind is symlink
+                  type: str
+                  sample: /opt/provider/bin/cat
+                sha256:
+                  description: sha256 of the bytes, for a regular file.
+                  returned: when kind is file
+                  type: str
+                  sample: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+                mode:
+                  description: Permission bits in octal.
+                  returned: when the path exists
+                  type: str
+                  sample: '0755'
+                owner:
+                  description: C(uid:gid).
+                  returned: when the path exists
+                  type: str
+                  sample: 0:0
+                size:
+                  description: Size in bytes, for a regular file.
+                  returned: when kind is file
+                  type: int
+                  sample: 28
+            after:
+              description: The target after the restore.
+              returned: always
+              type: dict
+              contains: *id001
+            backup:
+              description: The backup restored from.
+              returned: always
+              type: dict
+              contains:
+                backup_name:
+                  description: File name of the backup payload, next to the target (or in O(policy.backup_dir)).
+                  returned: always
+                  type: str
+                  sample: .cat.switchyard.1796136349399.bak
+                sidecar:
+                  description: File name of the backup's C(backup_meta.v2) sidecar.
+                  returned: always
+                  type: str
+                  sample: .cat.switchyard.1796136349399.bak.meta.json
+                payload_hash:
+                  description: sha256 of the backed-up bytes, checked before any restore.
+                  returned: when the prior kind is file
+                  type: str
+                  sample: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+                backup_method:
+                  description: V(hardlink), V(copy), V(symlink) or V(none) (the target was absent).
+                  returned: always
+                  type: str
+                  sample: hardlink
+                prior_kind:
+                  description: What the target was - V(file), V(symlink) or V(absent).
+                  returned: always
+                  type: str
+                  sample: file
+                created_ms:
+                  description: Creation time in milliseconds since the epoch; part of the backup name.
+                  returned: always
+                  type: int
+                  sample: 1796136349399
+            sidecar_integrity_verified:
+              description: The backup's hash matched its sidecar before the target was touched.
+              returned: always
+              type: bool
+              sample: true
+            preservation_applied:
+              description: Per metadata field - V(applied), V(unsupported) or V(failed).
+              returned: always
+              type: dict
+              sample:
+                mode: applied
+            hash_alg:
+              description: Always V(sha256).
+              returned: always
+              type: str
+              sample: sha256
+            before_hash:
+              description: sha256 of the target before the restore (null unless a regular file).
+              returned: always
+              type: str
+              sample: null
+            after_hash:
+              description: sha256 of the restored target.
+              returned: always
+              type: str
+              sample: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+        lock_backend:
+          description: V(flock), or V(none) when the run went on without the lock (O(policy.locking=optional)).
+          returned: always
+          type: str
+          sample: flock
+        lock_wait_ms:
+          description: How long the run waited for the lock.
+          returned: always
+          type: float
+          sample: 0.01
+        lock_attempts:
+          description: How many times the lock was tried.
+          returned: always
+          type: int
+          sample: 1
+        events:
+          description: The audit events of the run (also appended to O(audit_log) when set), in order.
+          returned: always
+          type: list
+          elements: dict
+          contains:
+            stage:
+              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result),
+                V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
+              returned: always
+              type: str
+              sample: apply.result
+            decision:
+              description: V(success), V(failure) or V(warn).
+              returned: always
+              type: str
+              sample: success
+            seq:
+              description: Position of the event in the run.
+              returned: always
+              type: int
+              sample: 5
+            ts:
+              description: UTC timestamp.
+              returned: always
+              type: str
+              sample: '2026-12-01T14:45:49.394393Z'
+            plan_id:
+              description: The plan.
+              returned: always
+              type: str
+              sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+            run_id:
+              description: The run.
+              returned: always
+              type: str
+              sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+            event_id:
+              description: Unique id of the event.
+              returned: always
+              type: str
+              sample: 7b2461d6-c792-4abc-ad26-e7b6292c5f3a
+            path:
+              description: The target the event is about.
+              returned: for per-target events
+              type: str
+              sample: /usr/bin/cat
+      sample:
+        schema_version: 1
+        collection_version: 0.1.0
+        stage: restore
+        plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+        run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        dry_run: false
+        ts: '2026-12-01T14:45:49.398201Z'
+        root: /srv/sandbox
+        preset: default
+        recovery: []
+        summary:
+          backup_durable: true
+          changed: 1
+          decision: success
+          sidecar_integrity_verified: true
+          targets: 1
+        lock_backend: flock
+        lock_wait_ms: 0.01
+        lock_attempts: 1
+        results:
+        - path: /usr/bin/cat
+          result: changed
+          before:
+            kind: symlink
+            link_target: /opt/provider/bin/cat
+            mode: '0777'
+            owner: 0:0
+          after:
+            kind: file
+            mode: '0755'
+            owner: 0:0
+            sha256: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+            size: 28
+          backup:
+            backup_method: hardlink
+            backup_name: .cat.switchyard.1796136349399.bak
+            created_ms: 1796136349399
+            payload_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+            prior_kind: file
+            sidecar: .cat.switchyard.1796136349399.bak.meta.json
+          sidecar_integrity_verified: true
+          preservation_applied:
+            mode: applied
+          hash_alg: sha256
+          before_hash: null
+          after_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+        events:
+        - schema_version: 1
+          collection_version: 0.1.0
+          stage: apply.result
+          decision: success
+          seq: 5
+          plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
+          run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+          event_id: 8abc293c-a3d4-4ef6-84d6-1c50bb776996
+          ts: '2026-12-01T14:47:58.167321Z'
+          dry_run: false
+          action_id: 2271eb51-67c7-5101-bec3-de90281d5b91
+          path: /usr/bin/cat
+          hash_alg: sha256
+          before_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+          backup_durable: true
 '''
 
 from ansible_collections.switchyard.fs.plugins.module_utils._module import ArgumentSpec, run_module

@@ -55,7 +55,9 @@ subprocess.check_call([sys.executable, "-m", "pip", "install"] + args)
 
 def shipped_files(repo=REPO):
     """Relative paths of the files the collection consists of (what git would commit)."""
-    if os.path.isdir(os.path.join(repo, ".git")):
+    # A git worktree has a .git *file*: it still is a git checkout (and a copied .git file would point
+    # the stage's `git add` at the checkout's own index).
+    if os.path.exists(os.path.join(repo, ".git")):
         out = subprocess.check_output(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                                       cwd=repo)
         names = [n for n in out.decode("utf-8").split("\0") if n]
@@ -64,23 +66,24 @@ def shipped_files(repo=REPO):
     for top, dirs, files in os.walk(repo):
         dirs[:] = [d for d in dirs if d not in NOT_SHIPPED]
         for f in files:
-            if not f.endswith(".pyc"):
+            if not f.endswith(".pyc") and f not in NOT_SHIPPED:
                 found.append(os.path.relpath(os.path.join(top, f), repo))
     return sorted(found)
 
 
-def stage_collection():
-    """A fresh copy of the shipped files at .../ansible_collections/switchyard/fs."""
+def stage_collection(stage=STAGE):
+    """A fresh copy of the shipped files at ``stage`` (a path ending in ansible_collections/switchyard/fs)."""
+    stage_root = os.path.dirname(os.path.dirname(os.path.dirname(stage)))
     # tests/output keeps ansible-test's controller venv between runs (minutes of installs saved).
-    output, kept = os.path.join(STAGE, "tests", "output"), os.path.join(STAGE_ROOT, "output.kept")
+    output, kept = os.path.join(stage, "tests", "output"), os.path.join(stage_root, "output.kept")
     if os.path.isdir(kept):
         shutil.rmtree(kept)
     if os.path.isdir(output):
         os.rename(output, kept)
-    if os.path.isdir(STAGE):
-        shutil.rmtree(STAGE)
+    if os.path.isdir(stage):
+        shutil.rmtree(stage)
     for rel in shipped_files():
-        src, dst = os.path.join(REPO, rel), os.path.join(STAGE, rel)
+        src, dst = os.path.join(REPO, rel), os.path.join(stage, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         shutil.copy2(src, dst, follow_symlinks=False)
     if os.path.isdir(kept):
@@ -89,9 +92,9 @@ def stage_collection():
     # ansible-test lists content with git when it finds a .git at or above the content root; the
     # checkout's own .git (which ignores .build) is above this one, so the copy gets its own index.
     git = ["git", "-c", "init.defaultBranch=main", "-c", "user.name=sanity", "-c", "user.email=sanity@localhost"]
-    subprocess.check_call(git + ["init", "-q"], cwd=STAGE)
-    subprocess.check_call(git + ["add", "-A"], cwd=STAGE)
-    return STAGE
+    subprocess.check_call(git + ["init", "-q"], cwd=stage)
+    subprocess.check_call(git + ["add", "-A"], cwd=stage)
+    return stage
 
 
 def target_interpreters():
