@@ -311,6 +311,11 @@ def _plan_of(norm):
     return Plan("apply", [Action("link", link["target"], link["source"]) for link in norm])
 
 
+def _restore_plan(rels, which):
+    """The plan of safe_restore targets=rels which=which; safe_preflight restores=... uses the same ids."""
+    return Plan("restore", [Action("restore", r) for r in rels], extra={"which": which})
+
+
 def _resolve_links(run, norm):
     plan = _plan_of(norm)
     by_target = dict((l["target"], l) for l in norm)
@@ -464,9 +469,13 @@ def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=
     rrels = _normalize_targets(settings, restores, "restores") if restores else []
     if not norm and not rrels:
         raise PolicyError("safe_preflight needs links and/or restores")
-    actions = [Action("link", l["target"], l["source"]) for l in norm] + [Action("restore", r) for r in rrels]
-    plan = Plan("preflight", actions)
-    run = Run(settings, "preflight", plan.plan_id)
+    # One plan, one id: link rows carry the ids safe_apply (and its check mode) gives the same links, restore
+    # rows the ids safe_restore targets=... which=... gives.  With both, the report's plan_id is the apply plan's.
+    link_plan = _plan_of(norm) if norm else None
+    restore_plan = _restore_plan(rrels, which) if rrels else None
+    plan_id = (link_plan or restore_plan).plan_id
+    actions = (link_plan.actions if link_plan else []) + (restore_plan.actions if restore_plan else [])
+    run = Run(settings, "preflight", plan_id)
     run.s.check_mode = True  # preflight never mutates, whatever the task's check mode
     run.rep.dry_run = True
     acts = []
@@ -476,14 +485,9 @@ def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=
         rows = []
         if norm:
             _lplan, acts = _resolve_links(run, norm)
-            id_map = dict((a.target, a.action_id) for a in plan.actions if a.op == "link")
             lrows, _rescue = _link_rows(run, acts)
-            for r in lrows:
-                r.data["action_id"] = id_map[r.data["path"]]
             rows.extend(lrows)
-        for a in plan.actions:
-            if a.op != "restore":
-                continue
+        for a in (restore_plan.actions if restore_plan else []):
             rows.append(_restore_row(run, a, which))
         rows, stops = _finish_rows(run, rows)
         err = _stop_error(stops, keep_specific=False) if (stops and fail_on_stop) else None
@@ -821,7 +825,7 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
             items = [(a["target"], a["backup_ms"], begin["tag"]) for a in reversed(begin["actions"])]
         else:
             rels = _normalize_targets(settings, targets)
-            plan = Plan("restore", [Action("restore", r) for r in rels], extra={"which": which})
+            plan = _restore_plan(rels, which)
             run.rep.plan_id = plan.plan_id
             run.take_lock()
             run.recover()
