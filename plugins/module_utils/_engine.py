@@ -810,112 +810,131 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
         raise PolicyError("safe_restore needs exactly one of targets or plan_id")
     if which not in ("latest", "previous"):
         raise PolicyError("which=%r must be latest or previous" % (which,))
-    run = Run(settings, "restore", None)
-    prepared = []
-    try:
-        if plan_id:
-            try:
-                uuid.UUID(plan_id)
-            except ValueError:
-                raise PolicyError("plan_id=%r is not a UUID; use the plan_id a safe_apply returned" % (plan_id,))
-            run.rep.plan_id = plan_id
-            run.take_lock()
-            run.recover()
-            begin, state = _journal_for_plan(run, plan_id)
-            items = [(a["target"], a["backup_ms"], begin["tag"]) for a in reversed(begin["actions"])]
-        else:
-            rels = _normalize_targets(settings, targets)
-            plan = _restore_plan(rels, which)
-            run.rep.plan_id = plan.plan_id
-            run.take_lock()
-            run.recover()
-            items = [(a.target, None, settings.backup_tag) for a in plan.actions]
-        run.rep.event("plan", actions=len(items), preset=run.policy.preset)
-        results, err = [], None
-        rows = []
-        if not plan_id:
-            # The same gates safe_preflight runs for restores, now under the lock: nothing is touched on a STOP.
-            rows, stops = _finish_rows(run, [_restore_row(run, a, which) for a in plan.actions])
-            if stops:
-                err = _stop_error(stops)
-                summary = {"targets": len(items), "changed": 0, "backup_durable": run.durability.durable,
-                           "decision": "failure", "error_id": err.error_id, "summary_error_ids": err.summary_error_ids}
-                rep = run.rep.report(summary, root=settings.root, preset=run.policy.preset, results=[], rows=rows,
-                                     recovery=run.recovery, **run.lock_facts)
-                rep["changed"] = any(r["paths"] for r in run.recovery)
-                return rep, err, run.rep.warnings
-        # Verify everything first: a missing or tampered backup fails before any target is touched.
-        for rel, ms, tag in items:
-            target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
-            bdir = run.store.dir_for(target, create=False)
-            prepared.append((target, bdir))
-            store = bk.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
-            backups = store.list(target, bdir) if bdir is not None else []
-            if ms is not None:
-                chosen = [b for b in backups if b.ms == ms]
-                if not chosen:
-                    results.append({"path": rel, "result": "unchanged", "note": "backup of this plan is gone (already "
-                                    "rolled back or pruned)"})
-                    prepared[-1] = (target, bdir, None)
-                    continue
-                b = chosen[0]
-            else:
-                b = bk.require_backup(backups, which, target)
-            bk.verify_backup(b, run.policy)
-            prepared[-1] = (target, bdir, b)
-        run.rep.event("apply.attempt", "success", actions=len(items), **run.lock_facts)
+    plan = None
+    if plan_id:
         try:
-            for entry in prepared:
-                target, bdir, b = entry
-                if b is None:
-                    continue
-                rel = target.rel
-                before = _file_state(target.parent_fd, target.name)
-                if bk.target_matches_backup(target, b, run.policy.preservation_tier):
-                    results.append({"path": rel, "result": "unchanged", "before": before, "after": before,
-                                    "backup": b.describe(), "sidecar_integrity_verified": True})
-                    run.rep.event("restore", "success", path=rel, result="unchanged")
-                    continue
-                if target.kind() == "file":
-                    raise RestoreFailedError("%s is a regular file that differs from its backup; restoring would destroy "
-                                             "it. Move it away (or back it up with safe_apply) and restore again" % rel,
-                                             path=rel)
-                pf_row = pf.Row(None, rel, "restore")
-                pf.immutable_gate(pf_row, run.policy, target.parent_fd, target.name)
-                if pf_row.data["stops"]:
-                    raise PolicyError("; ".join(s["msg"] for s in pf_row.data["stops"]), path=rel)
-                applied = {}
-                if not run.s.check_mode:
-                    applied = bk.restore_backup(target, b, run.policy, run.durability, run.run_id, consume=False)
-                after = _file_state(target.parent_fd, target.name) if not run.s.check_mode else {
-                    "kind": b.prior_kind, "sha256": b.meta.get("payload_hash"), "link_target": b.meta.get("prior_link_target")}
-                results.append({"path": rel, "result": "changed", "before": before, "after": after,
-                                "backup": b.describe(), "sidecar_integrity_verified": b.meta.get("payload_hash") is not None
-                                or b.prior_kind != "file", "preservation_applied": applied,
-                                "hash_alg": fs.HASH_ALG, "before_hash": before.get("sha256"),
-                                "after_hash": after.get("sha256")})
-                run.rep.event("restore", "success", path=rel, result="changed", preservation_applied=applied or None)
-        except (SwitchyardError, OSError) as e:
-            err = e if isinstance(e, SwitchyardError) else RestoreFailedError(str(e))
-            run.rep.event("restore", "failure", msg=err.msg)
-        finally:
-            _close_prepared(prepared)
-        results.sort(key=lambda r: r["path"])
-        changed = any(r["result"] == "changed" for r in results) or any(r["paths"] for r in run.recovery)
-        summary = {"targets": len(results), "changed": sum(1 for r in results if r["result"] == "changed"),
-                   "backup_durable": run.durability.durable, "decision": "failure" if err else "success",
-                   "sidecar_integrity_verified": all(r.get("sidecar_integrity_verified", True) for r in results)}
-        if err is not None:
-            summary["error_id"] = err.error_id
-            summary["summary_error_ids"] = err.summary_error_ids
-        rep = run.rep.report(summary, root=settings.root, preset=run.policy.preset, results=results, rows=rows,
-                             recovery=run.recovery, **run.lock_facts)
-        rep["changed"] = changed
-        return rep, err, run.rep.warnings
+            plan_id = str(uuid.UUID(plan_id))
+        except (ValueError, TypeError, AttributeError):
+            raise PolicyError("plan_id=%r is not a UUID; use the plan_id a safe_apply returned" % (plan_id,))
+    else:
+        plan = _restore_plan(_normalize_targets(settings, targets), which)
+    run = Run(settings, "restore", plan_id or plan.plan_id)
+    prepared, results, rows = [], [], []
+    try:
+        try:
+            return _restore_run(run, plan, which, prepared, results, rows)
+        except SwitchyardError as err:
+            # Every failure returns the stage's full report (facts and events), never just an exception:
+            # e.g. safe_restore plan_id=... whose backup is missing or does not verify.
+            run.rep.event("restore", "failure", msg=err.msg, path=err.path)
+            return _restore_report(run, results, rows, err), err, run.rep.warnings
     finally:
         _close_prepared(prepared)
         run.rep.flush_audit_log()
         run.close()
+
+
+def _restore_report(run, results, rows, err):
+    results.sort(key=lambda r: r["path"])
+    changed = any(r["result"] == "changed" for r in results) or any(r["paths"] for r in run.recovery)
+    summary = {"targets": len(results), "changed": sum(1 for r in results if r["result"] == "changed"),
+               "backup_durable": run.durability.durable, "decision": "failure" if err else "success",
+               "sidecar_integrity_verified": all(r.get("sidecar_integrity_verified", True) for r in results)}
+    if err is not None:
+        summary["error_id"] = err.error_id
+        summary["summary_error_ids"] = err.summary_error_ids
+    rep = run.rep.report(summary, root=run.s.root, preset=run.policy.preset, results=results, rows=rows,
+                         recovery=run.recovery, **run.lock_facts)
+    rep["changed"] = changed
+    return rep
+
+
+def _restore_run(run, plan, which, prepared, results, rows):
+    settings = run.s
+    plan_id = run.rep.plan_id if plan is None else None
+    run.take_lock()
+    run.recover()
+    if plan_id:
+        begin, _state = _journal_for_plan(run, plan_id)
+        items = [(a["target"], a["backup_ms"], begin["tag"]) for a in reversed(begin["actions"])]
+    else:
+        items = [(a.target, None, settings.backup_tag) for a in plan.actions]
+    run.rep.event("plan", actions=len(items), preset=run.policy.preset)
+    err = None
+    if not plan_id:
+        # The same gates safe_preflight runs for restores, now under the lock: nothing is touched on a STOP.
+        rows[:], stops = _finish_rows(run, [_restore_row(run, a, which) for a in plan.actions])
+        if stops:
+            err = _stop_error(stops)
+            return _restore_report(run, [], rows, err), err, run.rep.warnings
+    # Verify everything first: a missing or tampered backup fails before any target is touched.
+    for rel, ms, tag in items:
+        target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
+        bdir = run.store.dir_for(target, create=False)
+        prepared.append((target, bdir))
+        store = bk.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
+        backups = store.list(target, bdir) if bdir is not None else []
+        if ms is not None:
+            chosen = [b for b in backups if b.ms == ms]
+            if not chosen:
+                results.append({"path": rel, "result": "unchanged", "note": "backup of this plan is gone (already "
+                                "rolled back or pruned)"})
+                prepared[-1] = (target, bdir, None)
+                continue
+            b = chosen[0]
+        else:
+            b = bk.require_backup(backups, which, target)
+        bk.verify_backup(b, run.policy)
+        prepared[-1] = (target, bdir, b)
+    run.rep.event("apply.attempt", "success", actions=len(items), **run.lock_facts)
+    journal, jdir = _begin_side_journal(run, "restore", [entry[0].rel for entry in prepared if entry[2] is not None])
+    try:
+        for entry in prepared:
+            target, bdir, b = entry
+            if b is None:
+                continue
+            rel = target.rel
+            before = _file_state(target.parent_fd, target.name)
+            if bk.target_matches_backup(target, b, run.policy.preservation_tier):
+                results.append({"path": rel, "result": "unchanged", "before": before, "after": before,
+                                "backup": b.describe(), "sidecar_integrity_verified": True})
+                run.rep.event("restore", "success", path=rel, result="unchanged")
+                continue
+            if target.kind() == "file":
+                raise RestoreFailedError("%s is a regular file that differs from its backup; restoring would destroy "
+                                         "it. Move it away (or back it up with safe_apply) and restore again" % rel,
+                                         path=rel)
+            pf_row = pf.Row(None, rel, "restore")
+            pf.immutable_gate(pf_row, run.policy, target.parent_fd, target.name)
+            if pf_row.data["stops"]:
+                raise PolicyError("; ".join(s["msg"] for s in pf_row.data["stops"]), path=rel)
+            applied = {}
+            if not run.s.check_mode:
+                applied = bk.restore_backup(target, b, run.policy, run.durability, run.run_id, consume=False)
+            after = _file_state(target.parent_fd, target.name) if not run.s.check_mode else {
+                "kind": b.prior_kind, "sha256": b.meta.get("payload_hash"), "link_target": b.meta.get("prior_link_target")}
+            results.append({"path": rel, "result": "changed", "before": before, "after": after,
+                            "backup": b.describe(), "sidecar_integrity_verified": b.meta.get("payload_hash") is not None
+                            or b.prior_kind != "file", "preservation_applied": applied,
+                            "hash_alg": fs.HASH_ALG, "before_hash": before.get("sha256"),
+                            "after_hash": after.get("sha256")})
+            run.rep.event("restore", "success", path=rel, result="changed", preservation_applied=applied or None)
+    except (SwitchyardError, OSError) as e:
+        err = e if isinstance(e, SwitchyardError) else RestoreFailedError(str(e))
+        run.rep.event("restore", "failure", msg=err.msg)
+    finally:
+        _end_side_journal(run, journal, jdir, err)
+        _close_prepared(prepared)
+    return _restore_report(run, results, rows, err), err, run.rep.warnings
+
+
+def _begin_side_journal(run, kind, targets):
+    """Journal of a restore or prune run (see docs/durability.md); (None, None) when nothing will be written."""
+    return None, None
+
+
+def _end_side_journal(run, journal, jdir, err):
+    pass
 
 
 def _close_prepared(prepared):

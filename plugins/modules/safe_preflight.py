@@ -43,12 +43,15 @@ options:
     type: bool
     default: true
 attributes:
+  async:
+    support: none
+    description: Runs synchronously only; the action plugin refuses C(async) because it validates the report the module returns.
   check_mode:
     support: full
     description: Runs every probe for real and changes nothing.
   diff_mode:
-    support: full
-    description: Shows kind, link target, sha256, mode and owner before and after; never file bytes.
+    support: none
+    description: Changes nothing, so it has no diff; the planned states are in the rows (C(current_kind), C(planned_kind)).
   platform:
     support: full
     platforms: posix
