@@ -36,6 +36,7 @@ integration: venv deps
 bench: venv deps
 	$(BIN)/python tests/bench/bench_apply.py
 	$(BIN)/python tests/bench/bench_lock.py
+	$(BIN)/python tests/bench/bench_journals.py
 
 clean:
 	rm -rf .build .pytest_cache

@@ -27,6 +27,10 @@ from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
     normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, host_path_beneath)
 
 
+# Journal kinds other than apply: their recovery sweeps or rolls forward, it never undoes.
+SIDE_KINDS = ("restore", "prune")
+
+
 def _now_ms():
     return int(time.time() * 1000)
 
@@ -109,8 +113,12 @@ class Run(object):
         try:
             if not self.s.check_mode:
                 jr.remove_dead_temps(jdir)
+            retired = 0
             for name, begin, later in jr.list_journals(jdir):
                 if jr.final_state(later) is not None:
+                    if not self.s.check_mode:
+                        # Finished (e.g. left by 0.1.0): out of the way of every later run.
+                        retired += jr.retire(jdir, name, begin, expire_now=False)
                     continue
                 journal = jr.Journal.claim(jdir, name, self.durability)
                 if journal is None:
@@ -125,14 +133,18 @@ class Run(object):
                         continue
                     # safe_restore plan_id=<this plan> is the documented way out of "stop": it may undo it.
                     undoing_it = self.rep.stage == "restore" and self.rep.plan_id == begin["plan_id"]
-                    if self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it:
+                    # An interrupted restore or prune left no half-done state, only leftovers to sweep.
+                    side = begin.get("kind") in SIDE_KINDS
+                    if (self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it
+                            and not side):
                         raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
                                           "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
                                           % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
-                    result = self._recover_one(begin)
+                    result = self._recover_side(begin) if side else self._recover_one(begin)
                     if not self.s.check_mode:
                         try:
                             journal.finish("recovered" if result["ok"] else "failed_rollback", by_run=self.run_id)
+                            jr.retire(jdir, name, begin)
                         except OSError as e:
                             # The undo is idempotent: an unmarked journal is simply recovered again next run.
                             result["ok"] = False
@@ -146,6 +158,8 @@ class Run(object):
                     # Never carry on over a root a crash left inconsistent (SPEC 4.7).
                     raise RestoreFailedError("%s; nothing else was done. Inspect the paths, then use safe_restore "
                                              "plan_id=%s or targets=... to finish by hand" % (result["msg"], begin["plan_id"]))
+            if retired:
+                jr.expire_retired(jdir)
         finally:
             os.close(jdir)
 
@@ -183,6 +197,56 @@ class Run(object):
         ok = not errors
         msg = ("rolled back %d action(s) of interrupted plan %s" % (len(paths), begin["plan_id"]) if ok
                else "could not fully roll back plan %s: %s" % (begin["plan_id"], "; ".join(errors)))
+        return {"ok": ok, "plan_id": begin["plan_id"], "run_id": begin["run_id"], "paths": paths, "msg": msg,
+                "dry_run": self.s.check_mode}
+
+    def _recover_side(self, begin):
+        """Finish an interrupted restore or prune from the filesystem alone, idempotently.
+
+        restore: remove the temps (symlink or file) its run left next to each target; every target is
+        either still as it was or already restored, and the backups are untouched.
+        prune: delete what is left of each backup it had decided to delete (sidecar and payload): the
+        deletion is rolled forward, so no orphan sidecar or payload stays behind."""
+        paths, errors = [], []
+        kind = begin["kind"]
+        for act in begin.get("actions", []):
+            try:
+                target = resolve_beneath(self.s.root, os.path.join(self.s.root, act["target"].lstrip("/")),
+                                         "journal target", self.root_fd)
+            except SwitchyardError as e:
+                errors.append(e.msg)
+                continue
+            try:
+                if kind == "restore":
+                    if _remove_temps(target.parent_fd, target.name, begin["run_id"], dry_run=self.s.check_mode):
+                        paths.append(act["target"])
+                    continue
+                ms = act["backup_ms"]
+                if isinstance(ms, bool) or not isinstance(ms, int):
+                    raise PolicyError("journal backup_ms %r is not an integer" % (ms,))
+                store = bk.BackupStore(self.root_fd, begin.get("backup_dir_rel", self.s.backup_dir_rel), begin["tag"])
+                bdir = store.dir_for(target, create=False)
+                if bdir is None:
+                    continue
+                try:
+                    names = [bk.sidecar_name(target.name, begin["tag"], ms), bk.payload_name(target.name, begin["tag"], ms)]
+                    left = [n for n in names if fs.lstat_at(bdir, n) is not None]
+                    if left and not self.s.check_mode:
+                        for n in left:
+                            fs.unlink_at(bdir, n)
+                        self.durability.fsync(bdir, "backup directory of %s" % act["target"])
+                    if left:
+                        paths.append(act["target"])
+                finally:
+                    os.close(bdir)
+            except (SwitchyardError, OSError, KeyError) as e:
+                errors.append("%s: %s" % (act.get("target"), getattr(e, "msg", None) or e))
+            finally:
+                target.close()
+        ok = not errors
+        what = "swept the temps of" if kind == "restore" else "finished deleting the backups of"
+        msg = ("%s interrupted %s %s (%d path(s))" % (what, kind, begin["plan_id"], len(paths)) if ok
+               else "could not finish interrupted %s %s: %s" % (kind, begin["plan_id"], "; ".join(errors)))
         return {"ok": ok, "plan_id": begin["plan_id"], "run_id": begin["run_id"], "paths": paths, "msg": msg,
                 "dry_run": self.s.check_mode}
 
@@ -241,11 +305,16 @@ def _discard_partial_backup(run, la, bdir):
     run.durability.fsync(bdir, "backup directory of %s" % la.link["target"])
 
 
-def _remove_temps(dir_fd, name, run_id):
+def _remove_temps(dir_fd, name, run_id, dry_run=False):
+    """Remove (or with dry_run only list) the temps run_id left for `name`; returns their names."""
     prefix = ".%s%s%s." % (name, fs.TEMP_MARKER, run_id[:8])
+    found = []
     for entry in os.listdir(dir_fd):
         if entry.startswith(prefix):
-            fs.unlink_at(dir_fd, entry)
+            found.append(entry)
+            if not dry_run:
+                fs.unlink_at(dir_fd, entry)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,9 +685,9 @@ def _commit(run, plan, acts, todo, checks, base):
                 la.backup_ms = run.store.next_ms(la.target, bdir, now)
                 jactions.append({"action_id": la.action.action_id, "target": la.link["target"],
                                  "link_text": la.link["source"], "backup_ms": la.backup_ms, "prior_kind": la.kind})
-            journal = jr.Journal.begin(jdir, run.run_id, {
-                "kind": "apply", "plan_id": plan.plan_id, "run_id": run.run_id, "tag": s.backup_tag, "ts_ms": now,
-                "backup_dir_rel": s.backup_dir_rel, "actions": jactions}, run.durability)
+            begin = {"kind": "apply", "plan_id": plan.plan_id, "run_id": run.run_id, "tag": s.backup_tag, "ts_ms": now,
+                     "backup_dir_rel": s.backup_dir_rel, "actions": jactions}
+            journal = jr.Journal.begin(jdir, run.run_id, begin, run.durability)
         except OSError as e:
             # Nothing was swapped yet: fail the plan without touching any target.
             err = AtomicSwapError("could not write the write-ahead journal under state_dir %s: %s; nothing was changed"
@@ -654,6 +723,7 @@ def _commit(run, plan, acts, todo, checks, base):
         if err is None:
             try:
                 journal.finish("committed")
+                jr.retire(jdir, journal.name, begin)
                 return _apply_report(run, acts, base, None, [], True, smoke_results), None, run.rep.warnings
             except OSError as e:
                 # Unrecorded, the commit would be rolled back by the next run anyway: do it now, and say so.
@@ -673,6 +743,7 @@ def _commit(run, plan, acts, todo, checks, base):
                 journal.finish(final, note="failure without auto_rollback")
             else:
                 journal.finish(final)
+            jr.retire(jdir, journal.name, begin)
         except OSError as e:
             err = err.__class__("%s; journal %s could not be marked %s (%s), so the next run will check this plan "
                                 "again" % (err.msg, journal.name, final, e.strerror or e), path=err.path,
@@ -793,7 +864,8 @@ def _journal_for_plan(run, plan_id):
     found = None
     if jdir is not None:
         try:
-            for _name, begin, later in jr.list_journals(jdir):
+            # Retired (finished) journals first, then the live directory: the newest wins.
+            for _name, begin, later in jr.finished_journals_of(jdir, plan_id) + jr.list_journals(jdir):
                 if begin.get("plan_id") == plan_id and begin.get("kind") == "apply":
                     found = (begin, jr.final_state(later))
         finally:
@@ -928,13 +1000,56 @@ def _restore_run(run, plan, which, prepared, results, rows):
     return _restore_report(run, results, rows, err), err, run.rep.warnings
 
 
-def _begin_side_journal(run, kind, targets):
-    """Journal of a restore or prune run (see docs/durability.md); (None, None) when nothing will be written."""
-    return None, None
+def _begin_side_journal(run, kind, actions):
+    """Write-ahead journal of a restore or prune run, before its first mutation (docs/durability.md).
+
+    restore: actions are the target paths; recovery removes the temps the run left next to them.
+    prune: actions are (target path, backup_ms); recovery finishes deleting those backups.
+    Returns (journal, journal dir fd), or (None, None) in check mode or when nothing will be written."""
+    if run.s.check_mode or not actions:
+        return None, None
+    if kind == "restore":
+        jactions = [{"target": rel} for rel in actions]
+    else:
+        jactions = [{"target": rel, "backup_ms": ms} for rel, ms in actions]
+    jdir = None
+    try:
+        jdir = jr.open_state_dir(run.root_fd, run.s.state_rel.strip("/").split("/"), create=True,
+                                 durability=run.durability)
+        begin = {"kind": kind, "plan_id": run.rep.plan_id, "run_id": run.run_id, "tag": run.s.backup_tag,
+                 "ts_ms": _now_ms(), "backup_dir_rel": run.s.backup_dir_rel, "actions": jactions}
+        journal = jr.Journal.begin(jdir, run.run_id, begin, run.durability)
+        journal.begin_record = begin
+    except OSError as e:
+        if jdir is not None:
+            os.close(jdir)
+        raise AtomicSwapError("could not write the write-ahead journal under state_dir %s: %s; nothing was changed"
+                              % (run.s.state_rel, e.strerror or e))
+    fs.fault_point("after_journal")
+    return journal, jdir
 
 
 def _end_side_journal(run, journal, jdir, err):
-    pass
+    """The end record, then retirement.  If it cannot be written the run's leftovers are simply swept
+    (restore) or its deletions finished (prune) by the next run: both are idempotent."""
+    if journal is None:
+        return
+    if err is not None and journal.begin_record["kind"] == "prune":
+        # A deletion that failed halfway (payload gone, sidecar left) is finished by the next run's
+        # recovery, exactly as after a kill: the journal stays unfinished.
+        journal.close()
+        os.close(jdir)
+        return
+    try:
+        journal.finish("committed", outcome="failure" if err is not None else "success",
+                       error_id=err.error_id if err is not None else None)
+        jr.retire(jdir, journal.name, journal.begin_record)
+    except OSError as e:
+        run.rep.warnings.append("journal %s could not be marked finished (%s); the next run sweeps it"
+                                % (journal.name, e.strerror or e))
+    finally:
+        journal.close()
+        os.close(jdir)
 
 
 def _close_prepared(prepared):
@@ -956,34 +1071,43 @@ def prune(settings, targets, retention_count=None, retention_age=None):
         raise PolicyError("retention_count=%r must be >= 1 (the newest backup is always kept)" % (count,))
     plan = Plan("prune", [Action("prune", r) for r in rels], extra={"count": count, "age": age})
     run = Run(settings, "prune", plan.plan_id)
+    chosen = []
     try:
         run.take_lock()
         run.recover()
         now = _now_ms()
         results = []
+        # Decide everything first, then journal the deletions, then delete: a kill at any point is
+        # finished by the next run (docs/durability.md).
         for rel in rels:
             target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
-            try:
-                bdir = run.store.dir_for(target, create=False)
-                backups = run.store.list(target, bdir) if bdir is not None else []
-                doomed = []
-                for i, b in enumerate(backups):
-                    if i == 0:
-                        continue  # never the newest
-                    too_many = count is not None and i >= count
-                    too_old = age is not None and (now - b.ms) / 1000.0 > age
-                    if too_many or too_old:
-                        doomed.append(b)
-                if not run.s.check_mode:
+            chosen.append((target, None, None))
+            bdir = run.store.dir_for(target, create=False)
+            backups = run.store.list(target, bdir) if bdir is not None else []
+            doomed = []
+            for i, b in enumerate(backups):
+                if i == 0:
+                    continue  # never the newest
+                too_many = count is not None and i >= count
+                too_old = age is not None and (now - b.ms) / 1000.0 > age
+                if too_many or too_old:
+                    doomed.append(b)
+            chosen[-1] = (target, bdir, doomed)
+            results.append({"path": rel, "kept": len(backups) - len(doomed), "pruned": len(doomed),
+                            "pruned_backups": [b.payload or b.sidecar for b in doomed],
+                            "result": "changed" if doomed else "unchanged"})
+        journal, jdir = _begin_side_journal(run, "prune", [(t.rel, b.ms) for t, _d, doomed in chosen for b in doomed])
+        err = None
+        try:
+            if not run.s.check_mode:
+                for _target, _bdir, doomed in chosen:
                     for b in doomed:
                         bk.remove_backup(b, run.durability)
-                if bdir is not None:
-                    os.close(bdir)
-                results.append({"path": rel, "kept": len(backups) - len(doomed), "pruned": len(doomed),
-                                "pruned_backups": [b.payload or b.sidecar for b in doomed],
-                                "result": "changed" if doomed else "unchanged"})
-            finally:
-                target.close()
+        except (SwitchyardError, OSError) as e:
+            err = e if isinstance(e, SwitchyardError) else AtomicSwapError("could not delete a backup: %s" % e)
+            raise err
+        finally:
+            _end_side_journal(run, journal, jdir, err)
         pruned = sum(r["pruned"] for r in results)
         run.rep.event("prune.result", "success", pruned=pruned, targets=len(results))
         summary = {"targets": len(results), "pruned": pruned, "decision": "success",
@@ -992,5 +1116,9 @@ def prune(settings, targets, retention_count=None, retention_age=None):
         rep["changed"] = pruned > 0 or any(r["paths"] for r in run.recovery)
         return rep, None, run.rep.warnings
     finally:
+        for target, bdir, _doomed in chosen:
+            target.close()
+            if bdir is not None:
+                os.close(bdir)
         run.rep.flush_audit_log()
         run.close()
