@@ -152,4 +152,3 @@ def test_action_plugin_fails_a_task_whose_report_does_not_validate(tmp_path):
     res = r.result("preflight")
     assert res["failed"] and "does not validate against schemas/report.schema.json" in res["msg"], res
     assert any("not_in_any_report" in e for e in res["schema_errors"]), res["schema_errors"]
-
