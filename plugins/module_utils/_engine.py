@@ -1071,50 +1071,20 @@ def prune(settings, targets, retention_count=None, retention_age=None):
         raise PolicyError("retention_count=%r must be >= 1 (the newest backup is always kept)" % (count,))
     plan = Plan("prune", [Action("prune", r) for r in rels], extra={"count": count, "age": age})
     run = Run(settings, "prune", plan.plan_id)
-    chosen = []
+    chosen, results = [], []
     try:
-        run.take_lock()
-        run.recover()
-        now = _now_ms()
-        results = []
-        # Decide everything first, then journal the deletions, then delete: a kill at any point is
-        # finished by the next run (docs/durability.md).
-        for rel in rels:
-            target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
-            chosen.append((target, None, None))
-            bdir = run.store.dir_for(target, create=False)
-            backups = run.store.list(target, bdir) if bdir is not None else []
-            doomed = []
-            for i, b in enumerate(backups):
-                if i == 0:
-                    continue  # never the newest
-                too_many = count is not None and i >= count
-                too_old = age is not None and (now - b.ms) / 1000.0 > age
-                if too_many or too_old:
-                    doomed.append(b)
-            chosen[-1] = (target, bdir, doomed)
-            results.append({"path": rel, "kept": len(backups) - len(doomed), "pruned": len(doomed),
-                            "pruned_backups": [b.payload or b.sidecar for b in doomed],
-                            "result": "changed" if doomed else "unchanged"})
-        journal, jdir = _begin_side_journal(run, "prune", [(t.rel, b.ms) for t, _d, doomed in chosen for b in doomed])
-        err = None
         try:
-            if not run.s.check_mode:
-                for _target, _bdir, doomed in chosen:
-                    for b in doomed:
-                        bk.remove_backup(b, run.durability)
-        except (SwitchyardError, OSError) as e:
-            err = e if isinstance(e, SwitchyardError) else AtomicSwapError("could not delete a backup: %s" % e)
-            raise err
-        finally:
-            _end_side_journal(run, journal, jdir, err)
-        pruned = sum(r["pruned"] for r in results)
-        run.rep.event("prune.result", "success", pruned=pruned, targets=len(results))
-        summary = {"targets": len(results), "pruned": pruned, "decision": "success",
-                   "backup_durable": run.durability.durable}
-        rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery, **run.lock_facts)
-        rep["changed"] = pruned > 0 or any(r["paths"] for r in run.recovery)
-        return rep, None, run.rep.warnings
+            return _prune_run(run, rels, count, age, chosen, results)
+        except SwitchyardError as err:
+            # Every failure returns the stage's full report (facts and events).
+            run.rep.event("prune.result", "failure", msg=err.msg, path=err.path)
+            summary = {"targets": len(results), "pruned": sum(r["pruned"] for r in results), "decision": "failure",
+                       "backup_durable": run.durability.durable, "error_id": err.error_id,
+                       "summary_error_ids": err.summary_error_ids}
+            rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery,
+                                 **run.lock_facts)
+            rep["changed"] = summary["pruned"] > 0 or any(r["paths"] for r in run.recovery)
+            return rep, err, run.rep.warnings
     finally:
         for target, bdir, _doomed in chosen:
             target.close()
@@ -1122,3 +1092,66 @@ def prune(settings, targets, retention_count=None, retention_age=None):
                 os.close(bdir)
         run.rep.flush_audit_log()
         run.close()
+
+
+def _prune_run(run, rels, count, age, chosen, results):
+    settings = run.s
+    run.take_lock()
+    run.recover()
+    now = _now_ms()
+    # Decide everything first, then journal the deletions, then delete: a kill at any point is
+    # finished by the next run (docs/durability.md).
+    for rel in rels:
+        target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
+        chosen.append((target, None, None))
+        bdir = run.store.dir_for(target, create=False)
+        backups = run.store.list(target, bdir) if bdir is not None else []
+        doomed = []
+        for i, b in enumerate(backups):
+            if i == 0:
+                continue  # never the newest
+            too_many = count is not None and i >= count
+            too_old = age is not None and (now - b.ms) / 1000.0 > age
+            if too_many or too_old:
+                doomed.append(b)
+        chosen[-1] = (target, bdir, doomed)
+        results.append(_prune_result(rel, len(backups), doomed))
+    journal, jdir = _begin_side_journal(run, "prune", [(t.rel, b.ms) for t, _d, doomed in chosen for b in doomed])
+    err = None
+    try:
+        if not run.s.check_mode:
+            # Results say what was deleted, also when a deletion fails halfway.
+            for i, (_target, _bdir, doomed) in enumerate(chosen):
+                total = results[i]["kept"] + results[i]["pruned"]
+                done = []
+                try:
+                    for b in doomed:
+                        try:
+                            bk.remove_backup(b, run.durability)
+                        finally:
+                            if fs.lstat_at(b.dir_fd, b.sidecar) is None:  # deleted (even if its fsync failed)
+                                done.append(b)
+                except BaseException:
+                    results[i] = _prune_result(results[i]["path"], total, done)
+                    for later in range(i + 1, len(chosen)):  # nothing after the failure was deleted
+                        results[later] = _prune_result(results[later]["path"], results[later]["kept"]
+                                                       + results[later]["pruned"], [])
+                    raise
+                results[i] = _prune_result(results[i]["path"], total, done)
+    except (SwitchyardError, OSError) as e:
+        err = e if isinstance(e, SwitchyardError) else AtomicSwapError("could not delete a backup: %s" % e)
+        raise err
+    finally:
+        _end_side_journal(run, journal, jdir, err)
+    pruned = sum(r["pruned"] for r in results)
+    run.rep.event("prune.result", "success", pruned=pruned, targets=len(results))
+    summary = {"targets": len(results), "pruned": pruned, "decision": "success",
+               "backup_durable": run.durability.durable}
+    rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery, **run.lock_facts)
+    rep["changed"] = pruned > 0 or any(r["paths"] for r in run.recovery)
+    return rep, None, run.rep.warnings
+
+
+def _prune_result(rel, total, doomed):
+    return {"path": rel, "kept": total - len(doomed), "pruned": len(doomed),
+            "pruned_backups": [b.payload or b.sidecar for b in doomed], "result": "changed" if doomed else "unchanged"}

@@ -83,7 +83,10 @@ changed:
   returned: always
   type: bool
 plan_id:
-  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode.
+  description:
+    - UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode.
+    - With O(links), the id M(switchyard.fs.safe_apply) gives the same links (rows carry its action ids); with only
+      O(restores), the id of M(switchyard.fs.safe_restore) with the same targets and O(which).
   returned: success or failure after planning
   type: str
 msg:

@@ -127,7 +127,11 @@ def test_prune_that_fails_halfway_is_finished_by_the_next_run(sandbox):
         assert ck.run_engine(sandbox, "apply").error_id is None
         assert ck.run_engine(sandbox, "restore").error_id is None
     res = ck.run_engine(sandbox, "prune", fail_fsync=3, retention_count=1)
-    assert res.raised and res.error_id == "E_ATOMIC_SWAP", res
+    assert not res.raised and res.error_id == "E_ATOMIC_SWAP", res
+    # The failure still returns the whole report, and it says what was deleted: the first backup only.
+    assert res.report["summary"]["decision"] == "failure" and res.report["summary"]["pruned"] == 1, res.report
+    assert [r["pruned"] for r in res.report["results"]] == [1] + [0] * (N - 1)
+    assert res.report["changed"] is True and res.events("prune.result")[-1]["decision"] == "failure"
     assert len(ck.unfinished(sandbox)) == 1
     assert sum(len(v) for v in ck.backups(sandbox).values()) == 2 * N - 1
     res = ck.run_engine(sandbox, "apply")
