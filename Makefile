@@ -55,6 +55,7 @@ ansible-test: venv deps
 bench: venv deps
 	$(BIN)/python tests/bench/bench_apply.py
 	$(BIN)/python tests/bench/bench_lock.py
+	$(BIN)/python tests/bench/bench_journals.py
 
 # Fold changelogs/fragments/*.yml into the release of galaxy.yml's version and regenerate CHANGELOG.md.
 changelog: venv

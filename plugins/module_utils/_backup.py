@@ -57,7 +57,14 @@ class Backup(object):
         return {"backup_name": self.payload or self.sidecar, "sidecar": self.sidecar, "created_ms": self.ms,
                 "prior_kind": self.prior_kind, "payload_hash": self.meta.get("payload_hash"),
                 "backup_method": self.meta.get("backup_method"),
-                "backup_preservation": self.meta.get("backup_preservation")}
+                "backup_preservation": _statuses(self.meta.get("backup_preservation"))}
+
+
+def _statuses(recorded):
+    """Sidecars written by 0.1.0 spell skipped-unsupported as "unsupported": report SPEC's word."""
+    if not isinstance(recorded, dict):
+        return None
+    return dict((k, pres.UNSUPPORTED if v == "unsupported" else v) for k, v in recorded.items())
 
 
 class BackupStore(object):

@@ -30,6 +30,10 @@ from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
     open_anchor, open_dir_beneath, open_side_file, NAME_MAX)
 
 
+# Journal kinds other than apply: their recovery sweeps or rolls forward, it never undoes.
+SIDE_KINDS = ("restore", "prune")
+
+
 def _now_ms():
     return int(time.time() * 1000)
 
@@ -148,8 +152,12 @@ class Run(object):
         try:
             if not self.s.check_mode:
                 jr.remove_dead_temps(jdir)
+            retired = 0
             for name, begin, later in jr.list_journals(jdir):
                 if jr.final_state(later) is not None:
+                    if not self.s.check_mode:
+                        # Finished (e.g. left by 0.1.0): out of the way of every later run.
+                        retired += jr.retire(jdir, name, begin, expire_now=False)
                     continue
                 journal = jr.Journal.claim(jdir, name, self.durability)
                 if journal is None:
@@ -164,14 +172,18 @@ class Run(object):
                         continue
                     # safe_restore plan_id=<this plan> is the documented way out of "stop": it may undo it.
                     undoing_it = self.rep.stage == "restore" and self.rep.plan_id == begin["plan_id"]
-                    if self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it:
+                    # An interrupted restore or prune left no half-done state, only leftovers to sweep.
+                    side = begin.get("kind") in SIDE_KINDS
+                    if (self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it
+                            and not side):
                         raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
                                           "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
                                           % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
-                    result = self._recover_one(begin)
+                    result = self._recover_side(begin) if side else self._recover_one(begin)
                     if not self.s.check_mode:
                         try:
                             journal.finish("recovered" if result["ok"] else "failed_rollback", by_run=self.run_id)
+                            jr.retire(jdir, name, begin)
                         except OSError as e:
                             # The undo is idempotent: an unmarked journal is simply recovered again next run.
                             result["ok"] = False
@@ -185,6 +197,8 @@ class Run(object):
                     # Never carry on over a root a crash left inconsistent (SPEC 4.7).
                     raise RestoreFailedError("%s; nothing else was done. Inspect the paths, then use safe_restore "
                                              "plan_id=%s or targets=... to finish by hand" % (result["msg"], begin["plan_id"]))
+            if retired:
+                jr.expire_retired(jdir)
         finally:
             os.close(jdir)
 
@@ -222,6 +236,56 @@ class Run(object):
         ok = not errors
         msg = ("rolled back %d action(s) of interrupted plan %s" % (len(paths), begin["plan_id"]) if ok
                else "could not fully roll back plan %s: %s" % (begin["plan_id"], "; ".join(errors)))
+        return {"ok": ok, "plan_id": begin["plan_id"], "run_id": begin["run_id"], "paths": paths, "msg": msg,
+                "dry_run": self.s.check_mode}
+
+    def _recover_side(self, begin):
+        """Finish an interrupted restore or prune from the filesystem alone, idempotently.
+
+        restore: remove the temps (symlink or file) its run left next to each target; every target is
+        either still as it was or already restored, and the backups are untouched.
+        prune: delete what is left of each backup it had decided to delete (sidecar and payload): the
+        deletion is rolled forward, so no orphan sidecar or payload stays behind."""
+        paths, errors = [], []
+        kind = begin["kind"]
+        for act in begin.get("actions", []):
+            try:
+                target = resolve_beneath(self.s.root, os.path.join(self.s.root, act["target"].lstrip("/")),
+                                         "journal target", self.root_fd)
+            except SwitchyardError as e:
+                errors.append(e.msg)
+                continue
+            try:
+                if kind == "restore":
+                    if _remove_temps(target.parent_fd, target.name, begin["run_id"], dry_run=self.s.check_mode):
+                        paths.append(act["target"])
+                    continue
+                ms = act["backup_ms"]
+                if isinstance(ms, bool) or not isinstance(ms, int):
+                    raise PolicyError("journal backup_ms %r is not an integer" % (ms,))
+                store = bk.BackupStore(self.root_fd, begin.get("backup_dir_rel", self.s.backup_dir_rel), begin["tag"])
+                bdir = store.dir_for(target, create=False)
+                if bdir is None:
+                    continue
+                try:
+                    names = [bk.sidecar_name(target.name, begin["tag"], ms), bk.payload_name(target.name, begin["tag"], ms)]
+                    left = [n for n in names if fs.lstat_at(bdir, n) is not None]
+                    if left and not self.s.check_mode:
+                        for n in left:
+                            fs.unlink_at(bdir, n)
+                        self.durability.fsync(bdir, "backup directory of %s" % act["target"])
+                    if left:
+                        paths.append(act["target"])
+                finally:
+                    os.close(bdir)
+            except (SwitchyardError, OSError, KeyError) as e:
+                errors.append("%s: %s" % (act.get("target"), getattr(e, "msg", None) or e))
+            finally:
+                target.close()
+        ok = not errors
+        what = "swept the temps of" if kind == "restore" else "finished deleting the backups of"
+        msg = ("%s interrupted %s %s (%d path(s))" % (what, kind, begin["plan_id"], len(paths)) if ok
+               else "could not finish interrupted %s %s: %s" % (kind, begin["plan_id"], "; ".join(errors)))
         return {"ok": ok, "plan_id": begin["plan_id"], "run_id": begin["run_id"], "paths": paths, "msg": msg,
                 "dry_run": self.s.check_mode}
 
@@ -286,11 +350,16 @@ def _discard_partial_backup(run, la, bdir):
     run.durability.fsync(bdir, "backup directory of %s" % la.link["target"])
 
 
-def _remove_temps(dir_fd, name, run_id):
+def _remove_temps(dir_fd, name, run_id, dry_run=False):
+    """Remove (or with dry_run only list) the temps run_id left for `name`; returns their names."""
     prefix = ".%s%s%s." % (name, fs.TEMP_MARKER, run_id[:8])
+    found = []
     for entry in os.listdir(dir_fd):
         if entry.startswith(prefix):
-            fs.unlink_at(dir_fd, entry)
+            found.append(entry)
+            if not dry_run:
+                fs.unlink_at(dir_fd, entry)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,6 +489,11 @@ def plan(settings, links):
 
 def _plan_of(norm):
     return Plan("apply", [Action("link", link["target"], link["source"]) for link in norm])
+
+
+def _restore_plan(rels, which):
+    """The plan of safe_restore targets=rels which=which; safe_preflight restores=... uses the same ids."""
+    return Plan("restore", [Action("restore", r) for r in rels], extra={"which": which})
 
 
 def _resolve_links(run, norm):
@@ -596,9 +670,13 @@ def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=
     rrels = _normalize_targets(settings, restores, "restores") if restores else []
     if not norm and not rrels:
         raise PolicyError("safe_preflight needs links and/or restores")
-    actions = [Action("link", l["target"], l["source"]) for l in norm] + [Action("restore", r) for r in rrels]
-    plan = Plan("preflight", actions)
-    run = Run(settings, "preflight", plan.plan_id)
+    # One plan, one id: link rows carry the ids safe_apply (and its check mode) gives the same links, restore
+    # rows the ids safe_restore targets=... which=... gives.  With both, the report's plan_id is the apply plan's.
+    link_plan = _plan_of(norm) if norm else None
+    restore_plan = _restore_plan(rrels, which) if rrels else None
+    plan_id = (link_plan or restore_plan).plan_id
+    actions = (link_plan.actions if link_plan else []) + (restore_plan.actions if restore_plan else [])
+    run = Run(settings, "preflight", plan_id)
     run.s.check_mode = True  # preflight never mutates, whatever the task's check mode
     run.rep.dry_run = True
     acts = []
@@ -609,14 +687,9 @@ def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=
         rows = []
         if norm:
             _lplan, acts = _resolve_links(run, norm)
-            id_map = dict((a.target, a.action_id) for a in plan.actions if a.op == "link")
             lrows, _rescue = _link_rows(run, acts)
-            for r in lrows:
-                r.data["action_id"] = id_map[r.data["path"]]
             rows.extend(lrows)
-        for a in plan.actions:
-            if a.op != "restore":
-                continue
+        for a in (restore_plan.actions if restore_plan else []):
             rows.append(_restore_row(run, a, which))
         rows, stops = _finish_rows(run, rows)
         err = _stop_error(stops, keep_specific=False) if (stops and fail_on_stop) else None
@@ -746,9 +819,9 @@ def _commit(run, plan, acts, todo, checks, base):
                 la.backup_ms = run.store.next_ms(la.target, bdir, now, reserved)
                 jactions.append({"action_id": la.action.action_id, "target": la.link["target"],
                                  "link_text": la.link["source"], "backup_ms": la.backup_ms, "prior_kind": la.kind})
-            journal = jr.Journal.begin(jdir, run.run_id, {
-                "kind": "apply", "plan_id": plan.plan_id, "run_id": run.run_id, "tag": s.backup_tag, "ts_ms": now,
-                "backup_dir_rel": s.backup_dir_rel, "actions": jactions}, run.durability)
+            begin = {"kind": "apply", "plan_id": plan.plan_id, "run_id": run.run_id, "tag": s.backup_tag, "ts_ms": now,
+                     "backup_dir_rel": s.backup_dir_rel, "actions": jactions}
+            journal = jr.Journal.begin(jdir, run.run_id, begin, run.durability)
         except (OSError, PolicyError) as e:
             # Nothing was swapped yet: fail the plan without touching any target.
             if isinstance(e, PolicyError):  # state_dir or backup_dir refused (docs/security.md "Side paths")
@@ -817,6 +890,7 @@ def _commit(run, plan, acts, todo, checks, base):
         if err is None:
             try:
                 journal.finish("committed")
+                jr.retire(jdir, journal.name, begin)
                 return _apply_report(run, acts, base, None, [], True, smoke_results), None, run.rep.warnings
             except OSError as e:
                 # Unrecorded, the commit would be rolled back by the next run anyway: do it now, and say so.
@@ -836,6 +910,7 @@ def _commit(run, plan, acts, todo, checks, base):
                 journal.finish(final, note="failure without auto_rollback")
             else:
                 journal.finish(final)
+            jr.retire(jdir, journal.name, begin)
         except OSError as e:
             err = err.__class__("%s; journal %s could not be marked %s (%s), so the next run will check this plan "
                                 "again" % (err.msg, journal.name, final, e.strerror or e), path=err.path,
@@ -966,21 +1041,27 @@ def _apply_report(run, acts, base, err, rolled, committed, smoke_results=()):
     return report
 
 
-def _journal_for_plan(run, plan_id):
-    """The newest journal of plan_id (any state), or raise E_BACKUP_MISSING."""
+def _plan_backups(run, plan_id):
+    """[(target, backup_ms, tag)] of everything plan_id changed, newest run first per target: the same plan
+    applied again (say after a package upgrade re-swapped some targets) journals only what it changed, so
+    every journal of the plan counts, and per target its newest backup wins.  E_BACKUP_MISSING when none."""
     jdir = run.state_dir(create=False)
-    found = None
+    newest = {}
     if jdir is not None:
         try:
-            for _name, begin, later in jr.list_journals(jdir):
-                if begin.get("plan_id") == plan_id and begin.get("kind") == "apply":
-                    found = (begin, jr.final_state(later))
+            # Retired (finished) journals, then the live directory.
+            for _name, begin, _later in jr.finished_journals_of(jdir, plan_id) + jr.list_journals(jdir):
+                if begin.get("plan_id") != plan_id or begin.get("kind") != "apply":
+                    continue
+                for a in begin.get("actions", []):
+                    if a["target"] not in newest or a["backup_ms"] > newest[a["target"]][1]:
+                        newest[a["target"]] = (a["target"], a["backup_ms"], begin["tag"])
         finally:
             os.close(jdir)
-    if found is None:
+    if not newest:
         raise BackupMissingError("no journal of plan_id %s under state_dir %s; restore by targets instead"
                                  % (plan_id, run.s.state_rel))
-    return found
+    return [newest[t] for t in sorted(newest, reverse=True)]
 
 
 def restore(settings, targets=None, plan_id=None, which="latest"):
@@ -989,113 +1070,178 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
         raise PolicyError("safe_restore needs exactly one of targets or plan_id")
     if which not in ("latest", "previous"):
         raise PolicyError("which=%r must be latest or previous" % (which,))
-    run = Run(settings, "restore", None)
-    prepared = []
-    try:
-        if plan_id:
-            try:
-                uuid.UUID(plan_id)
-            except ValueError:
-                raise PolicyError("plan_id=%r is not a UUID; use the plan_id a safe_apply returned" % (plan_id,))
-            run.rep.plan_id = plan_id
-            run.take_lock()
-            run.recover()
-            begin, state = _journal_for_plan(run, plan_id)
-            items = [(a["target"], a["backup_ms"], begin["tag"]) for a in reversed(begin["actions"])]
-        else:
-            rels = _normalize_targets(settings, targets)
-            plan = Plan("restore", [Action("restore", r) for r in rels], extra={"which": which})
-            run.rep.plan_id = plan.plan_id
-            _check_target_aliases(run, rels, "targets")
-            run.take_lock()
-            run.recover()
-            items = [(a.target, None, settings.backup_tag) for a in plan.actions]
-        run.rep.event("plan", actions=len(items), preset=run.policy.preset)
-        results, err = [], None
-        rows = []
-        if not plan_id:
-            # The same gates safe_preflight runs for restores, now under the lock: nothing is touched on a STOP.
-            rows, stops = _finish_rows(run, [_restore_row(run, a, which) for a in plan.actions])
-            if stops:
-                err = _stop_error(stops)
-                summary = {"targets": len(items), "changed": 0, "backup_durable": run.durability.durable,
-                           "decision": "failure", "error_id": err.error_id, "summary_error_ids": err.summary_error_ids}
-                rep = run.rep.report(summary, root=settings.root, preset=run.policy.preset, results=[], rows=rows,
-                                     recovery=run.recovery, **run.lock_facts)
-                rep["changed"] = _recovery_changed(run)
-                return rep, err, run.rep.warnings
-        # Verify everything first: a missing or tampered backup fails before any target is touched.
-        for rel, ms, tag in items:
-            target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
-            bdir = run.store.dir_for(target, create=False)
-            prepared.append((target, bdir))
-            store = bk.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
-            backups = store.list(target, bdir) if bdir is not None else []
-            if ms is not None:
-                chosen = [b for b in backups if b.ms == ms]
-                if not chosen:
-                    results.append({"path": rel, "result": "unchanged", "note": "backup of this plan is gone (already "
-                                    "rolled back or pruned)"})
-                    prepared[-1] = (target, bdir, None)
-                    continue
-                b = chosen[0]
-            else:
-                b = bk.require_backup(backups, which, target)
-            bk.verify_backup(b, run.policy)
-            prepared[-1] = (target, bdir, b)
-        run.rep.event("apply.attempt", "success", actions=len(items), **run.lock_facts)
+    plan = None
+    if plan_id:
         try:
-            for entry in prepared:
-                target, bdir, b = entry
-                if b is None:
-                    continue
-                rel = target.rel
-                before = _file_state(target.parent_fd, target.name)
-                if bk.target_matches_backup(target, b, run.policy.preservation_tier):
-                    results.append({"path": rel, "result": "unchanged", "before": before, "after": before,
-                                    "backup": b.describe(), "sidecar_integrity_verified": True})
-                    run.rep.event("restore", "success", path=rel, result="unchanged")
-                    continue
-                if target.kind() == "file":
-                    raise RestoreFailedError("%s is a regular file that differs from its backup; restoring would destroy "
-                                             "it. Move it away (or back it up with safe_apply) and restore again" % rel,
-                                             path=rel)
-                pf_row = pf.Row(None, rel, "restore")
-                pf.immutable_gate(pf_row, run.policy, target.parent_fd, target.name)
-                if pf_row.data["stops"]:
-                    raise PolicyError("; ".join(s["msg"] for s in pf_row.data["stops"]), path=rel)
-                applied = {}
-                if not run.s.check_mode:
-                    applied = bk.restore_backup(target, b, run.policy, run.durability, run.run_id, consume=False)
-                after = _file_state(target.parent_fd, target.name) if not run.s.check_mode else {
-                    "kind": b.prior_kind, "sha256": b.meta.get("payload_hash"), "link_target": b.meta.get("prior_link_target")}
-                results.append({"path": rel, "result": "changed", "before": before, "after": after,
-                                "backup": b.describe(), "sidecar_integrity_verified": b.meta.get("payload_hash") is not None
-                                or b.prior_kind != "file", "preservation_applied": applied,
-                                "hash_alg": fs.HASH_ALG, "before_hash": before.get("sha256"),
-                                "after_hash": after.get("sha256")})
-                run.rep.event("restore", "success", path=rel, result="changed", preservation_applied=applied or None)
-        except (SwitchyardError, OSError) as e:
-            err = e if isinstance(e, SwitchyardError) else RestoreFailedError(str(e))
-            run.rep.event("restore", "failure", msg=err.msg)
-        finally:
-            _close_prepared(prepared)
-        results.sort(key=lambda r: r["path"])
-        changed = any(r["result"] == "changed" for r in results) or _recovery_changed(run)
-        summary = {"targets": len(results), "changed": sum(1 for r in results if r["result"] == "changed"),
-                   "backup_durable": run.durability.durable, "decision": "failure" if err else "success",
-                   "sidecar_integrity_verified": all(r.get("sidecar_integrity_verified", True) for r in results)}
-        if err is not None:
-            summary["error_id"] = err.error_id
-            summary["summary_error_ids"] = err.summary_error_ids
-        rep = run.rep.report(summary, root=settings.root, preset=run.policy.preset, results=results, rows=rows,
-                             recovery=run.recovery, **run.lock_facts)
-        rep["changed"] = changed
-        return rep, err, run.rep.warnings
+            plan_id = str(uuid.UUID(plan_id))
+        except (ValueError, TypeError, AttributeError):
+            raise PolicyError("plan_id=%r is not a UUID; use the plan_id a safe_apply returned" % (plan_id,))
+    else:
+        plan = _restore_plan(_normalize_targets(settings, targets), which)
+    run = Run(settings, "restore", plan_id or plan.plan_id)
+    prepared, results, rows = [], [], []
+    try:
+        try:
+            return _restore_run(run, plan, which, prepared, results, rows)
+        except SwitchyardError as err:
+            # Every failure returns the stage's full report (facts and events), never just an exception:
+            # e.g. safe_restore plan_id=... whose backup is missing or does not verify.
+            run.rep.event("restore", "failure", msg=err.msg, path=err.path)
+            return _restore_report(run, results, rows, err), err, run.rep.warnings
     finally:
         _close_prepared(prepared)
         run.rep.flush_audit_log()
         run.close()
+
+
+def _restore_report(run, results, rows, err):
+    results.sort(key=lambda r: r["path"])
+    changed = any(r["result"] == "changed" for r in results) or _recovery_changed(run)
+    summary = {"targets": len(results), "changed": sum(1 for r in results if r["result"] == "changed"),
+               "backup_durable": run.durability.durable, "decision": "failure" if err else "success",
+               "sidecar_integrity_verified": all(r.get("sidecar_integrity_verified", True) for r in results)}
+    if err is not None:
+        summary["error_id"] = err.error_id
+        summary["summary_error_ids"] = err.summary_error_ids
+    rep = run.rep.report(summary, root=run.s.root, preset=run.policy.preset, results=results, rows=rows,
+                         recovery=run.recovery, **run.lock_facts)
+    rep["changed"] = changed
+    return rep
+
+
+def _restore_run(run, plan, which, prepared, results, rows):
+    settings = run.s
+    plan_id = run.rep.plan_id if plan is None else None
+    if plan is not None:
+        _check_target_aliases(run, [a.target for a in plan.actions], "targets")
+    run.take_lock()
+    run.recover()
+    if plan_id:
+        items = _plan_backups(run, plan_id)
+    else:
+        items = [(a.target, None, settings.backup_tag) for a in plan.actions]
+    run.rep.event("plan", actions=len(items), preset=run.policy.preset)
+    err = None
+    if not plan_id:
+        # The same gates safe_preflight runs for restores, now under the lock: nothing is touched on a STOP.
+        rows[:], stops = _finish_rows(run, [_restore_row(run, a, which) for a in plan.actions])
+        if stops:
+            err = _stop_error(stops)
+            return _restore_report(run, [], rows, err), err, run.rep.warnings
+    # Verify everything first: a missing or tampered backup fails before any target is touched.
+    for rel, ms, tag in items:
+        target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
+        bdir = run.store.dir_for(target, create=False)
+        prepared.append((target, bdir))
+        store = bk.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
+        backups = store.list(target, bdir) if bdir is not None else []
+        if ms is not None:
+            chosen = [b for b in backups if b.ms == ms]
+            if not chosen:
+                results.append({"path": rel, "result": "unchanged", "note": "backup of this plan is gone (already "
+                                "rolled back or pruned)"})
+                prepared[-1] = (target, bdir, None)
+                continue
+            b = chosen[0]
+        else:
+            b = bk.require_backup(backups, which, target)
+        bk.verify_backup(b, run.policy)
+        prepared[-1] = (target, bdir, b)
+    run.rep.event("apply.attempt", "success", actions=len(items), **run.lock_facts)
+    journal, jdir = _begin_side_journal(run, "restore", [entry[0].rel for entry in prepared if entry[2] is not None])
+    try:
+        for entry in prepared:
+            target, bdir, b = entry
+            if b is None:
+                continue
+            rel = target.rel
+            before = _file_state(target.parent_fd, target.name)
+            if bk.target_matches_backup(target, b, run.policy.preservation_tier):
+                results.append({"path": rel, "result": "unchanged", "before": before, "after": before,
+                                "backup": b.describe(), "sidecar_integrity_verified": True})
+                run.rep.event("restore", "success", path=rel, result="unchanged")
+                continue
+            if target.kind() == "file":
+                raise RestoreFailedError("%s is a regular file that differs from its backup; restoring would destroy "
+                                         "it. Move it away (or back it up with safe_apply) and restore again" % rel,
+                                         path=rel)
+            pf_row = pf.Row(None, rel, "restore")
+            pf.immutable_gate(pf_row, run.policy, target.parent_fd, target.name)
+            if pf_row.data["stops"]:
+                raise PolicyError("; ".join(s["msg"] for s in pf_row.data["stops"]), path=rel)
+            applied = {}
+            if not run.s.check_mode:
+                applied = bk.restore_backup(target, b, run.policy, run.durability, run.run_id, consume=False)
+            after = _file_state(target.parent_fd, target.name) if not run.s.check_mode else {
+                "kind": b.prior_kind, "sha256": b.meta.get("payload_hash"), "link_target": b.meta.get("prior_link_target")}
+            results.append({"path": rel, "result": "changed", "before": before, "after": after,
+                            "backup": b.describe(), "sidecar_integrity_verified": b.meta.get("payload_hash") is not None
+                            or b.prior_kind != "file", "preservation_applied": applied,
+                            "hash_alg": fs.HASH_ALG, "before_hash": before.get("sha256"),
+                            "after_hash": after.get("sha256")})
+            run.rep.event("restore", "success", path=rel, result="changed", preservation_applied=applied or None)
+    except (SwitchyardError, OSError) as e:
+        err = e if isinstance(e, SwitchyardError) else RestoreFailedError(str(e))
+        run.rep.event("restore", "failure", msg=err.msg)
+    finally:
+        _end_side_journal(run, journal, jdir, err)
+        _close_prepared(prepared)
+    return _restore_report(run, results, rows, err), err, run.rep.warnings
+
+
+def _begin_side_journal(run, kind, actions):
+    """Write-ahead journal of a restore or prune run, before its first mutation (docs/durability.md).
+
+    restore: actions are the target paths; recovery removes the temps the run left next to them.
+    prune: actions are (target path, backup_ms); recovery finishes deleting those backups.
+    Returns (journal, journal dir fd), or (None, None) in check mode or when nothing will be written."""
+    if run.s.check_mode or not actions:
+        return None, None
+    if kind == "restore":
+        jactions = [{"target": rel} for rel in actions]
+    else:
+        jactions = [{"target": rel, "backup_ms": ms} for rel, ms in actions]
+    jdir = None
+    try:
+        jdir = run.state_dir(create=True)
+        begin = {"kind": kind, "plan_id": run.rep.plan_id, "run_id": run.run_id, "tag": run.s.backup_tag,
+                 "ts_ms": _now_ms(), "backup_dir_rel": run.s.backup_dir_rel, "actions": jactions}
+        journal = jr.Journal.begin(jdir, run.run_id, begin, run.durability)
+        journal.begin_record = begin
+    except (OSError, PolicyError) as e:
+        if isinstance(e, PolicyError):
+            if jdir is not None:
+                os.close(jdir)
+            raise
+        if jdir is not None:
+            os.close(jdir)
+        raise AtomicSwapError("could not write the write-ahead journal under state_dir %s: %s; nothing was changed"
+                              % (run.s.state_rel, e.strerror or e))
+    fs.fault_point("after_journal")
+    return journal, jdir
+
+
+def _end_side_journal(run, journal, jdir, err):
+    """The end record, then retirement.  If it cannot be written the run's leftovers are simply swept
+    (restore) or its deletions finished (prune) by the next run: both are idempotent."""
+    if journal is None:
+        return
+    if err is not None and journal.begin_record["kind"] == "prune":
+        # A deletion that failed halfway (payload gone, sidecar left) is finished by the next run's
+        # recovery, exactly as after a kill: the journal stays unfinished.
+        journal.close()
+        os.close(jdir)
+        return
+    try:
+        journal.finish("committed", outcome="failure" if err is not None else "success",
+                       error_id=err.error_id if err is not None else None)
+        jr.retire(jdir, journal.name, journal.begin_record)
+    except OSError as e:
+        run.rep.warnings.append("journal %s could not be marked finished (%s); the next run sweeps it"
+                                % (journal.name, e.strerror or e))
+    finally:
+        journal.close()
+        os.close(jdir)
 
 
 def _close_prepared(prepared):
@@ -1117,42 +1263,88 @@ def prune(settings, targets, retention_count=None, retention_age=None):
         raise PolicyError("retention_count=%r must be >= 1 (the newest backup is always kept)" % (count,))
     plan = Plan("prune", [Action("prune", r) for r in rels], extra={"count": count, "age": age})
     run = Run(settings, "prune", plan.plan_id)
+    chosen, results = [], []
     try:
-        _check_target_aliases(run, rels, "targets")
-        run.take_lock()
-        run.recover()
-        now = _now_ms()
-        results = []
-        for rel in rels:
-            target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
-            try:
-                bdir = run.store.dir_for(target, create=False)
-                backups = run.store.list(target, bdir) if bdir is not None else []
-                doomed = []
-                for i, b in enumerate(backups):
-                    if i == 0:
-                        continue  # never the newest
-                    too_many = count is not None and i >= count
-                    too_old = age is not None and (now - b.ms) / 1000.0 > age
-                    if too_many or too_old:
-                        doomed.append(b)
-                if not run.s.check_mode:
-                    for b in doomed:
-                        bk.remove_backup(b, run.durability)
-                if bdir is not None:
-                    os.close(bdir)
-                results.append({"path": rel, "kept": len(backups) - len(doomed), "pruned": len(doomed),
-                                "pruned_backups": [b.payload or b.sidecar for b in doomed],
-                                "result": "changed" if doomed else "unchanged"})
-            finally:
-                target.close()
-        pruned = sum(r["pruned"] for r in results)
-        run.rep.event("prune.result", "success", pruned=pruned, targets=len(results))
-        summary = {"targets": len(results), "pruned": pruned, "decision": "success",
-                   "backup_durable": run.durability.durable}
-        rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery, **run.lock_facts)
-        rep["changed"] = pruned > 0 or _recovery_changed(run)
-        return rep, None, run.rep.warnings
+        try:
+            return _prune_run(run, rels, count, age, chosen, results)
+        except SwitchyardError as err:
+            # Every failure returns the stage's full report (facts and events).
+            run.rep.event("prune.result", "failure", msg=err.msg, path=err.path)
+            summary = {"targets": len(results), "pruned": sum(r["pruned"] for r in results), "decision": "failure",
+                       "backup_durable": run.durability.durable, "error_id": err.error_id,
+                       "summary_error_ids": err.summary_error_ids}
+            rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery,
+                                 **run.lock_facts)
+            rep["changed"] = summary["pruned"] > 0 or _recovery_changed(run)
+            return rep, err, run.rep.warnings
     finally:
+        for target, bdir, _doomed in chosen:
+            target.close()
+            if bdir is not None:
+                os.close(bdir)
         run.rep.flush_audit_log()
         run.close()
+
+
+def _prune_run(run, rels, count, age, chosen, results):
+    settings = run.s
+    _check_target_aliases(run, rels, "targets")
+    run.take_lock()
+    run.recover()
+    now = _now_ms()
+    # Decide everything first, then journal the deletions, then delete: a kill at any point is
+    # finished by the next run (docs/durability.md).
+    for rel in rels:
+        target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
+        chosen.append((target, None, None))
+        bdir = run.store.dir_for(target, create=False)
+        backups = run.store.list(target, bdir) if bdir is not None else []
+        doomed = []
+        for i, b in enumerate(backups):
+            if i == 0:
+                continue  # never the newest
+            too_many = count is not None and i >= count
+            too_old = age is not None and (now - b.ms) / 1000.0 > age
+            if too_many or too_old:
+                doomed.append(b)
+        chosen[-1] = (target, bdir, doomed)
+        results.append(_prune_result(rel, len(backups), doomed))
+    journal, jdir = _begin_side_journal(run, "prune", [(t.rel, b.ms) for t, _d, doomed in chosen for b in doomed])
+    err = None
+    try:
+        if not run.s.check_mode:
+            # Results say what was deleted, also when a deletion fails halfway.
+            for i, (_target, _bdir, doomed) in enumerate(chosen):
+                total = results[i]["kept"] + results[i]["pruned"]
+                done = []
+                try:
+                    for b in doomed:
+                        try:
+                            bk.remove_backup(b, run.durability)
+                        finally:
+                            if fs.lstat_at(b.dir_fd, b.sidecar) is None:  # deleted (even if its fsync failed)
+                                done.append(b)
+                except BaseException:
+                    results[i] = _prune_result(results[i]["path"], total, done)
+                    for later in range(i + 1, len(chosen)):  # nothing after the failure was deleted
+                        results[later] = _prune_result(results[later]["path"], results[later]["kept"]
+                                                       + results[later]["pruned"], [])
+                    raise
+                results[i] = _prune_result(results[i]["path"], total, done)
+    except (SwitchyardError, OSError) as e:
+        err = e if isinstance(e, SwitchyardError) else AtomicSwapError("could not delete a backup: %s" % e)
+        raise err
+    finally:
+        _end_side_journal(run, journal, jdir, err)
+    pruned = sum(r["pruned"] for r in results)
+    run.rep.event("prune.result", "success", pruned=pruned, targets=len(results))
+    summary = {"targets": len(results), "pruned": pruned, "decision": "success",
+               "backup_durable": run.durability.durable}
+    rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery, **run.lock_facts)
+    rep["changed"] = pruned > 0 or _recovery_changed(run)
+    return rep, None, run.rep.warnings
+
+
+def _prune_result(rel, total, doomed):
+    return {"path": rel, "kept": total - len(doomed), "pruned": len(doomed),
+            "pruned_backups": [b.payload or b.sidecar for b in doomed], "result": "changed" if doomed else "unchanged"}

@@ -332,6 +332,8 @@ def unlink_at(dirfd, name, missing_ok=True):
     except OSError as e:
         if not (missing_ok and e.errno == errno.ENOENT):
             raise
+        return
+    fault_point("after_unlink")
 
 
 def hardlink_at(src_dirfd, src, dst_dirfd, dst):

@@ -9,6 +9,8 @@ import errno
 import fcntl
 import json
 import os
+import re
+import uuid
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_dirs_below, open_side_dir
@@ -195,3 +197,105 @@ def open_state_dir(anchor_fd, side, create, durability=None):
         return open_dirs_below(sfd, ["journal"], create, 0o700, side.option, side.host_path, durability)
     finally:
         os.close(sfd)
+
+
+# -- retirement and retention of finished journals ----------------------------------------------
+#
+# A finished journal (one with a durable "end" record) is moved out of the journal directory into
+# journal/done/, so every run's recovery reads only unfinished (or live) journals: its cost does not
+# grow with history.  done/ keeps the newest JOURNAL_RETENTION journals (by begin time, which leads
+# their names) for safe_restore plan_id=...; older ones are deleted when a journal is retired.
+
+DONE_DIR = "done"
+JOURNAL_RETENTION = 1000
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+_DONE_RE = re.compile(r"^(\d{13})\.([0-9a-f-]{36})\.([0-9a-f-]{36})\.journal$")
+
+
+def _uuid_or(value, default):
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else default
+    except ValueError:
+        return default
+
+
+def done_name(begin):
+    """<ts_ms>.<plan_id>.<run_id>.journal, from validated fields only (never a path read from disk)."""
+    ts = begin.get("ts_ms")
+    ts = ts if isinstance(ts, int) and not isinstance(ts, bool) and 0 <= ts < 10 ** 13 else 0
+    return "%013d.%s.%s%s" % (ts, _uuid_or(begin.get("plan_id"), _NIL_UUID),
+                              _uuid_or(begin.get("run_id"), str(uuid.uuid4())), JOURNAL_SUFFIX)
+
+
+def retire(dir_fd, name, begin, retention=None, expire_now=True):
+    """Move the finished journal `name` into done/ and (expire_now) expire the oldest beyond the
+    retention.  Best effort: a journal that stays (read-only root, lost rename) is finished, and the
+    next run that may write retires it.  Returns True when it was moved."""
+    fs.fault_point("before_retire")
+    try:
+        done_fd = fs.makedirs_at(dir_fd, [DONE_DIR], 0o700)
+    except OSError:
+        return False
+    try:
+        try:
+            fs.rename_at(dir_fd, name, done_fd, done_name(begin))
+        except OSError:
+            return False
+        if expire_now:
+            expire(done_fd, JOURNAL_RETENTION if retention is None else retention)
+        return True
+    finally:
+        os.close(done_fd)
+
+
+def expire_retired(dir_fd, retention=None):
+    """expire() on journal/done/ once, after retiring many journals in a row."""
+    try:
+        done_fd = fs.open_dir_at(dir_fd, DONE_DIR)
+    except OSError:
+        return 0
+    try:
+        return expire(done_fd, JOURNAL_RETENTION if retention is None else retention)
+    except OSError:
+        return 0
+    finally:
+        os.close(done_fd)
+
+
+def expire(done_fd, keep):
+    """Delete the oldest finished journals so that at most `keep` remain; returns how many went."""
+    names = sorted(n for n in os.listdir(done_fd) if _DONE_RE.match(n))
+    gone = 0
+    for n in names[:max(0, len(names) - keep)]:
+        try:
+            fs.unlink_at(done_fd, n)
+            gone += 1
+        except OSError:
+            pass
+    return gone
+
+
+def finished_journals_of(dir_fd, plan_id):
+    """[(name, begin, later)] of the retired journals of plan_id, oldest first.  Reads only the files
+    whose name carries plan_id."""
+    try:
+        done_fd = fs.open_dir_at(dir_fd, DONE_DIR)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return []
+        raise
+    out = []
+    try:
+        for n in sorted(os.listdir(done_fd)):
+            m = _DONE_RE.match(n)
+            if not m or m.group(2) != plan_id:
+                continue
+            try:
+                begin, later = read_journal(done_fd, n)
+            except (OSError, ValueError):
+                continue
+            if begin is not None:
+                out.append((n, begin, later))
+    finally:
+        os.close(done_fd)
+    return out

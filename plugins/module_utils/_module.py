@@ -9,7 +9,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError, PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._engine import Settings
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import KNOBS, PRESETS
 
@@ -56,8 +56,28 @@ class ArgumentSpec(object):
         self.required_one_of = required_one_of or []
 
     def create_module(self):
-        return AnsibleModule(argument_spec=self.argument_spec, mutually_exclusive=self.mutually_exclusive,
-                             required_one_of=self.required_one_of, supports_check_mode=True)
+        return _SwitchyardModule(argument_spec=self.argument_spec, mutually_exclusive=self.mutually_exclusive,
+                                 required_one_of=self.required_one_of, supports_check_mode=True)
+
+
+class _SwitchyardModule(AnsibleModule):
+    """AnsibleModule whose argument checking (unknown option or policy key, wrong type or choice) fails like
+    every other invalid input: error_id E_POLICY, exit_code 10, before anything is touched."""
+
+    _checking_arguments = False
+
+    def __init__(self, *args, **kwargs):
+        self._checking_arguments = True
+        super(_SwitchyardModule, self).__init__(*args, **kwargs)
+        self._checking_arguments = False
+
+    def fail_json(self, msg, **kwargs):
+        if self._checking_arguments and "error_id" not in kwargs:
+            err = PolicyError(msg)
+            kwargs.update(error_id=err.error_id, exit_code=err.exit_code, summary_error_ids=err.summary_error_ids,
+                          changed=False)
+            msg = "invalid input: %s; fix the task's options (see the module documentation)" % msg
+        super(_SwitchyardModule, self).fail_json(msg=msg, **kwargs)
 
 
 def settings_from(module):
@@ -105,7 +125,8 @@ def run_module(spec, stage, call):
         module.warn(w)
     result = {"changed": bool(report.pop("changed", False)), "plan_id": report["plan_id"],
               "ansible_facts": {STAGE_FACT[stage]: report}}
-    diff = _diff(report)
+    # Only apply and restore support diff mode (the module documentation says so for preflight and prune).
+    diff = _diff(report) if stage in ("apply", "restore") else None
     if module._diff and diff:
         result["diff"] = diff
     rolled = report.get("rolled_back_paths", [])

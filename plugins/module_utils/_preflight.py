@@ -186,6 +186,12 @@ def _open_path_beneath(root_fd, rel):
 _METHOD_RANK = {"unknown": 0, "lsattr": 1, "ioctl": 2, "not_applicable": 3}
 
 
+def _flag_answer(checks, flag, reliable):
+    if any(c.get(flag) for _w, c in checks):
+        return True
+    return False if reliable else None
+
+
 def immutable_gate(row, policy, dir_fd, name):
     """Flags of the target entry and of its directory (a +i/+a directory blocks the temp link and the rename)."""
     entry = _immutable.detect_flags(dir_fd, name)
@@ -194,10 +200,12 @@ def immutable_gate(row, policy, dir_fd, name):
     # The weakest method used is the one the answer rests on.
     method = min((c["method"] for _w, c in checks), key=lambda m: _METHOD_RANK.get(m, 0))
     row.data["immutable_detection_method"] = method
+    reliable = all(c["reliable"] for _w, c in checks)
     row.data["immutable_check"] = {
-        "immutable": any(bool(c.get("immutable")) for _w, c in checks),
-        "append_only": any(bool(c.get("append_only")) for _w, c in checks),
-        "reliable": all(c["reliable"] for _w, c in checks),
+        # A flag seen set is set; otherwise an undeterminable probe makes the answer unknown (null), never false.
+        "immutable": _flag_answer(checks, "immutable", reliable),
+        "append_only": _flag_answer(checks, "append_only", reliable),
+        "reliable": reliable,
         "target": entry, "directory": parent}
     path = row.data["path"]
     for what, c in checks:

@@ -24,7 +24,8 @@ FIELDS_BY_TIER = {
 }
 
 APPLIED = "applied"
-UNSUPPORTED = "unsupported"
+# SPEC section 7 spells it so; the report schema accepts nothing else.
+UNSUPPORTED = "skipped-unsupported"
 FAILED = "failed"
 
 # Lack of privilege or of filesystem support: the field cannot be preserved here, by design.
@@ -271,9 +272,9 @@ def apply_metadata(fd, meta, tier, backend=None):
     on the owner/group it was captured with when the sidecar names it. Every step is checked
     against fstat afterwards, so a bit the kernel dropped silently is reported.
 
-    Returns ``(preservation_applied, reasons)``: ``{field: "applied"|"unsupported"|"failed"}``
+    Returns ``(preservation_applied, reasons)``: ``{field: "applied"|"skipped-unsupported"|"failed"}``
     for every field of ``tier``, and ``{field: reason}`` for each field that is not "applied".
-    "unsupported" = no privilege or no filesystem support (or the sidecar lacks the field);
+    "skipped-unsupported" = no privilege or no filesystem support (or the sidecar lacks the field);
     "failed" = an unexpected error or a malformed sidecar value. Never raises for either.
     """
     fields = _check_tier(tier)
@@ -441,7 +442,7 @@ def _apply_times(fd, meta, out):
 
 
 def _verify(fd, meta, fields, out):
-    """Turn an "applied" into "unsupported" when fstat shows the kernel kept something else."""
+    """Turn an "applied" into "skipped-unsupported" when fstat shows the kernel kept something else."""
     st = os.fstat(fd)
     checks = []
     if out.status.get("mode") == APPLIED:

@@ -54,6 +54,9 @@ options:
       - Under O(policy.smoke=required) the V(resolve) suite runs when no checks are given.
     type: raw
 attributes:
+  async:
+    support: none
+    description: Runs synchronously only; the action plugin refuses C(async) because it validates the report the module returns.
   check_mode:
     support: full
     description: Runs every probe for real and changes nothing.

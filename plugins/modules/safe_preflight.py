@@ -43,12 +43,15 @@ options:
     type: bool
     default: true
 attributes:
+  async:
+    support: none
+    description: Runs synchronously only; the action plugin refuses C(async) because it validates the report the module returns.
   check_mode:
     support: full
     description: Runs every probe for real and changes nothing.
   diff_mode:
-    support: full
-    description: Shows kind, link target, sha256, mode and owner before and after; never file bytes.
+    support: none
+    description: Changes nothing, so it has no diff; the planned states are in the rows (C(current_kind), C(planned_kind)).
   platform:
     support: full
     platforms: posix
@@ -86,8 +89,10 @@ changed:
   type: bool
   sample: false
 plan_id:
-  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it
-    for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
+  description:
+    - UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode.
+    - With O(links), the id M(switchyard.fs.safe_apply) gives the same links (rows carry its action ids); with only
+      O(restores), the id of M(switchyard.fs.safe_restore) with the same targets and O(which).
   returned: success, or failure after planning
   type: str
   sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3

@@ -27,12 +27,15 @@ options:
     description: Delete backups older than this many seconds. Defaults to O(policy.retention_age).
     type: float
 attributes:
+  async:
+    support: none
+    description: Runs synchronously only; the action plugin refuses C(async) because it validates the report the module returns.
   check_mode:
     support: full
     description: Runs every probe for real and changes nothing.
   diff_mode:
-    support: full
-    description: Shows kind, link target, sha256, mode and owner before and after; never file bytes.
+    support: none
+    description: Returns no diff; the deleted backups are listed in C(results[].pruned_backups).
   platform:
     support: full
     platforms: posix

@@ -31,6 +31,9 @@ options:
     choices: [latest, previous]
     default: latest
 attributes:
+  async:
+    support: none
+    description: Runs synchronously only; the action plugin refuses C(async) because it validates the report the module returns.
   check_mode:
     support: full
     description: Runs every probe for real and changes nothing.

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import ensure_validator, validation_errors
 
 
 class SwitchyardAction(ActionBase):
@@ -21,16 +21,20 @@ class SwitchyardAction(ActionBase):
         result = super(SwitchyardAction, self).run(tmp, task_vars)
         del tmp
         module_name = "switchyard.fs.%s" % self.fact_key.replace("switchyard_", "safe_")
+        try:
+            # Before the module runs: a report that cannot be validated must not follow a swap already made.
+            ensure_validator()
+        except ImportError as e:
+            result.update(failed=True, changed=False, error_id="E_POLICY", exit_code=10, summary_error_ids=["E_POLICY"],
+                          msg="switchyard.fs needs the Python package jsonschema on the controller (%s) to validate "
+                          "%s; install it (pip install jsonschema) into the Python that runs ansible-playbook. "
+                          "%s was not run, nothing was changed" % (e, self.fact_key, module_name))
+            return result
         result.update(self._execute_module(module_name=module_name, module_args=self._task.args, task_vars=task_vars))
         report = (result.get("ansible_facts") or {}).get(self.fact_key)
         if report is None:
             return result  # argument errors and the like fail before a report exists
-        try:
-            errors = validation_errors(report)
-        except ImportError:
-            result.update(failed=True, msg="switchyard.fs needs the Python package jsonschema on the controller "
-                          "(pip install jsonschema) to validate %s" % self.fact_key)
-            return result
+        errors = validation_errors(report)
         if errors:
             result["failed"] = True
             result["msg"] = "%s report from %s does not validate against schemas/report.schema.json: %s" % (

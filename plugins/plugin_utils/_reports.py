@@ -32,6 +32,11 @@ def _validator():
     return _VALIDATOR
 
 
+def ensure_validator():
+    """Load jsonschema and the schema now; raises ImportError when jsonschema is missing on the controller."""
+    _validator()
+
+
 def validation_errors(report):
     """Every schema violation of a report, as 'path: message' strings (empty when valid)."""
     errs = sorted(_validator().iter_errors(report), key=lambda e: list(e.absolute_path))

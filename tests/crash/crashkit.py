@@ -204,21 +204,23 @@ def orphan_payloads(sb, backup_root=None):
 
 
 def journals(sb, state_rel="var/lib/switchyard"):
+    """[(name, records)] of every journal: the live directory, then the retired ones (journal/done/)."""
     jdir = os.path.join(sb.root, state_rel, "journal")
     out = []
-    if not os.path.isdir(jdir):
-        return out
-    for n in sorted(os.listdir(jdir)):
-        if not n.endswith(".journal") or n.startswith("."):
+    for d in (jdir, os.path.join(jdir, "done")):
+        if not os.path.isdir(d):
             continue
-        recs = []
-        with open(os.path.join(jdir, n), "rb") as f:
-            for line in f.read().decode("utf-8", "replace").splitlines():
-                try:
-                    recs.append(json.loads(line))
-                except ValueError:
-                    pass
-        out.append((n, recs))
+        for n in sorted(os.listdir(d)):
+            if not n.endswith(".journal") or n.startswith("."):
+                continue
+            recs = []
+            with open(os.path.join(d, n), "rb") as f:
+                for line in f.read().decode("utf-8", "replace").splitlines():
+                    try:
+                        recs.append(json.loads(line))
+                    except ValueError:
+                        pass
+            out.append((n, recs))
     return out
 
 

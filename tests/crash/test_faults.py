@@ -160,7 +160,9 @@ def test_crash_then_read_only_root_fails_clearly_then_recovers_once_writable(tmp
         ck.remount(root, "ro")
         try:
             res = ck.run_engine(sb, "prune")
-            assert res.raised and res.error_id == "E_RESTORE_FAILED", res
+            # safe_prune returns its full report with the error (issue 16.3): the recovery entry says what failed.
+            assert not res.raised and res.error_id == "E_RESTORE_FAILED", res
+            assert res.report["summary"]["decision"] == "failure" and not res.report["recovery"][0]["ok"]
             assert "Read-only" in res.data["msg"] and "safe_restore plan_id=" in res.data["msg"]
             ck.check_after_kill(sb)
         finally:
@@ -266,7 +268,9 @@ def test_on_unfinished_plan_stop_blocks_every_module_but_restore_of_that_plan(sm
     stop = {"on_unfinished_plan": "stop"}
     for op in ("apply", "prune"):
         res = ck.run_engine(small, op, policy=stop)
-        assert res.raised and res.error_id == "E_POLICY", res
+        assert res.error_id == "E_POLICY", res
+        if op == "prune":  # safe_prune returns its full report with the error (issue 16.3)
+            assert not res.raised and res.report["summary"]["decision"] == "failure", res
         assert "safe_restore plan_id=%s" % plan_id in res.data["msg"]
     ck.check_after_kill(small)
     res = ck.run_engine(small, "restore", plan_id=plan_id, policy=stop)

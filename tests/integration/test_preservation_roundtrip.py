@@ -140,4 +140,4 @@ def test_old_v1_sidecar_still_restores_and_reports_unsupported(tmp_path):
     after = _meta(target)
     assert after["bytes"] == before["bytes"]
     applied = rep["results"][0]["preservation_applied"]
-    assert applied["uid"] == "unsupported" and applied["mtime"] == "unsupported"
+    assert applied["uid"] == "skipped-unsupported" and applied["mtime"] == "skipped-unsupported"

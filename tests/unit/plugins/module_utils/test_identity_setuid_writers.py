@@ -76,14 +76,16 @@ def test_aliased_restore_and_prune_targets_are_refused(tmp_path, op):
     ok(apply(Settings(root=sb.root), [sb.link("f000")]))
     before = tree_state(sb.root)
     targets = [sb.p("/usr/bin/f000"), sb.p("/bin/f000")]
-    with pytest.raises(PolicyError) as e:
-        if op == "restore":
-            restore(Settings(root=sb.root), targets=targets)
-        elif op == "prune":
-            prune(Settings(root=sb.root), targets=targets, retention_count=1)
-        else:
+    if op == "preflight":
+        with pytest.raises(PolicyError) as e:
             preflight(Settings(root=sb.root), restores=targets)
-    assert "same file" in e.value.msg
+        err = e.value
+    else:  # restore and prune return their full report with the error (issue 16.3)
+        call = (lambda: restore(Settings(root=sb.root), targets=targets)) if op == "restore" else (
+            lambda: prune(Settings(root=sb.root), targets=targets, retention_count=1))
+        report, err, _w = call()
+        assert validation_errors(report) == [] and report["summary"]["error_id"] == "E_POLICY"
+    assert err.error_id == "E_POLICY" and "same file" in err.msg
     assert tree_state(sb.root) == before
 
 

@@ -102,3 +102,22 @@ def test_after_a_full_upgrade_a_restore_by_plan_id_brings_back_the_upgraded_byte
     assert sorted(r["result"] for r in rep["results"]) == ["changed"] * len(NAMES)
     for n in NAMES:
         assert read(sb.p("/usr/bin/" + n)) == upgraded[n], n
+
+
+def test_after_a_partial_upgrade_a_restore_by_plan_id_undoes_every_target_of_the_plan(tmp_path):
+    """A rerun journals only the drifted targets; a restore by plan id still restores all of them: the drifted
+    ones to their upgraded bytes (the plan's newest backup of each), the others to their originals."""
+    sb = make_sandbox(tmp_path, tools=(), synthetic=len(NAMES))
+    originals = dict((n, read(sb.p("/usr/bin/" + n))) for n in NAMES)
+    links = [{"source": sb.p("/opt/prov/bin/" + n), "target": sb.p("/usr/bin/" + n)} for n in NAMES]
+    first = ok(apply(Settings(root=sb.root), links))
+    upgraded = dict((n, b"#!/bin/sh\n# upgraded " + n.encode() + b"\n") for n in DRIFTED)
+    for n in DRIFTED:
+        dpkg_unpack(sb.p("/usr/bin/" + n), upgraded[n])
+    again = ok(apply(Settings(root=sb.root), links))
+    assert again["plan_id"] == first["plan_id"] and again["summary"]["changed"] == len(DRIFTED)
+    rep = ok(restore(Settings(root=sb.root), plan_id=first["plan_id"]))
+    assert sorted(r["result"] for r in rep["results"]) == ["changed"] * len(NAMES)
+    for n in NAMES:
+        assert not os.path.islink(sb.p("/usr/bin/" + n)), n
+        assert read(sb.p("/usr/bin/" + n)) == upgraded.get(n, originals[n]), n

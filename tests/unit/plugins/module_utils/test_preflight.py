@@ -191,6 +191,8 @@ def test_unknown_flags_stop_unless_unreliable_check_is_allowed(sb, chattr, no_fl
     row = only_row(check(sb, [link])[0])
     assert row["immutable_detection_method"] == "unknown"
     assert row["immutable_check"]["reliable"] is False
+    # Unknown is reported as unknown (null), never as "not immutable".
+    assert row["immutable_check"]["immutable"] is None and row["immutable_check"]["append_only"] is None
     assert set(knobs(row)) == {"allow_unreliable_immutable_check"}
 
     row = only_row(check(sb, [link], allow_unreliable_immutable_check=True)[0])

@@ -351,7 +351,7 @@ def test_extended_round_trip_keeps_timestamps_to_the_nanosecond(tmp_path, atime,
 def test_old_sidecar_with_only_mode_reports_missing_fields_unsupported(tmp_path, tier):
     dst = fresh_copy(tmp_path)
     status, reasons = apply_to(dst, {"mode": 0o750}, tier)
-    expected = {f: "unsupported" for f in pres.FIELDS_BY_TIER[tier]}
+    expected = {f: "skipped-unsupported" for f in pres.FIELDS_BY_TIER[tier]}
     expected["mode"] = "applied"
     assert status == expected
     assert set(reasons) == set(expected) - {"mode"}
@@ -385,7 +385,7 @@ def test_setuid_is_withheld_when_the_captured_owner_is_not_in_place(tmp_path):
     meta = capture(make_source(tmp_path), "extended")
     dst = fresh_copy(tmp_path)  # root-owned; basic does not chown
     status, reasons = apply_to(dst, meta, "basic")
-    assert status == {"mode": "unsupported"}
+    assert status == {"mode": "skipped-unsupported"}
     assert "setuid withheld" in reasons["mode"]
     assert stat.S_IMODE(os.stat(str(dst)).st_mode) == 0o750
 
@@ -399,8 +399,8 @@ def test_unprivileged_apply_reports_privileged_fields_unsupported(fsdir):
         status, reasons = run_unprivileged(pres.apply_metadata, fd, meta, "full")
     finally:
         os.close(fd)
-    assert status == {"mode": "unsupported", "uid": "unsupported", "gid": "unsupported",
-                      "atime": "applied", "mtime": "applied", "xattrs": "unsupported"}, reasons
+    assert status == {"mode": "skipped-unsupported", "uid": "skipped-unsupported", "gid": "skipped-unsupported",
+                      "atime": "applied", "mtime": "applied", "xattrs": "skipped-unsupported"}, reasons
     assert "EPERM" in reasons["uid"] and "EPERM" in reasons["gid"]
     assert "setuid withheld" in reasons["mode"]
     assert "security.capability: EPERM" in reasons["xattrs"]
