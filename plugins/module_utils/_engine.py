@@ -115,21 +115,32 @@ class Run(object):
                 journal = jr.Journal.claim(jdir, name, self.durability)
                 if journal is None:
                     # Its writer still holds the journal's flock: a live plan of another process, not a crash.
-                    self.rep.event("recovery", "warn", recovered_plan_id=begin["plan_id"], recovered_run_id=begin["run_id"],
-                                   msg="plan %s is still running in another process; left alone" % begin["plan_id"])
+                    pid, rid = _journal_ids(name, begin)
+                    self.rep.event("recovery", "warn", recovered_plan_id=pid, recovered_run_id=rid,
+                                   msg="plan %s is still running in another process; left alone" % pid)
                     continue
                 try:
                     # Re-read under the flock: the writer may have finished between listing and claiming.
                     begin, later = jr.read_journal(jdir, name)
                     if begin is None or jr.final_state(later) is not None:
                         continue
-                    # safe_restore plan_id=<this plan> is the documented way out of "stop": it may undo it.
-                    undoing_it = self.rep.stage == "restore" and self.rep.plan_id == begin["plan_id"]
-                    if self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it:
-                        raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
-                                          "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
-                                          % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
-                    result = self._recover_one(begin)
+                    try:
+                        # Untrusted like option input: nothing of a bad record is used, least of all as a path.
+                        jr.check_begin(name, begin)
+                    except jr.JournalInvalid as e:
+                        pid, rid = _journal_ids(name, begin)
+                        result = {"ok": False, "plan_id": pid, "run_id": rid, "paths": [], "dry_run": self.s.check_mode,
+                                  "msg": "could not roll back plan %s: %s; nothing was undone from it. Inspect the "
+                                         "journal under state_dir %s and the targets of that plan by hand"
+                                         % (pid, e, self.s.state_rel)}
+                    else:
+                        # safe_restore plan_id=<this plan> is the documented way out of "stop": it may undo it.
+                        undoing_it = self.rep.stage == "restore" and self.rep.plan_id == begin["plan_id"]
+                        if self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it:
+                            raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
+                                              "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
+                                              % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
+                        result = self._recover_one(begin)
                     if not self.s.check_mode:
                         try:
                             journal.finish("recovered" if result["ok"] else "failed_rollback", by_run=self.run_id)
@@ -140,12 +151,12 @@ class Run(object):
                 finally:
                     journal.close()
                 self.recovery.append(result)
-                self.rep.event("recovery", "success" if result["ok"] else "failure", recovered_plan_id=begin["plan_id"],
-                               recovered_run_id=begin["run_id"], paths=result["paths"], msg=result["msg"])
+                self.rep.event("recovery", "success" if result["ok"] else "failure", recovered_plan_id=result["plan_id"],
+                               recovered_run_id=result["run_id"], paths=result["paths"], msg=result["msg"])
                 if not result["ok"] and not self.s.check_mode:
                     # Never carry on over a root a crash left inconsistent (SPEC 4.7).
                     raise RestoreFailedError("%s; nothing else was done. Inspect the paths, then use safe_restore "
-                                             "plan_id=%s or targets=... to finish by hand" % (result["msg"], begin["plan_id"]))
+                                             "plan_id=%s or targets=... to finish by hand" % (result["msg"], result["plan_id"]))
         finally:
             os.close(jdir)
 
@@ -190,7 +201,16 @@ class Run(object):
         """Undo one journaled action from what the filesystem shows; True when something changed."""
         sname = bk.sidecar_name(target.name, tag, act["backup_ms"])
         pname = bk.payload_name(target.name, tag, act["backup_ms"])
-        meta = bk.read_sidecar(bdir, sname)
+        bad = None
+        try:
+            parsed = bk.load_sidecar(bdir, sname, tag)
+            meta = parsed.meta if parsed is not None else None
+            if meta is not None and meta["prior_kind"] != "absent":
+                pst = fs.lstat_at(bdir, pname)
+                if pst is not None:
+                    bk.check_payload_kind(sname, meta["prior_kind"], pst)
+        except bk.sc.SidecarInvalid as e:
+            meta, bad = None, e
         st = target.lstat()
         swapped = fs.kind_of(st) == "symlink" and fs.readlink_at(target.parent_fd, target.name) == act["link_text"]
         if not swapped:
@@ -200,11 +220,16 @@ class Run(object):
                 return False
             if meta is None:
                 if fs.lstat_at(bdir, pname) is not None and _same_entry(target, bdir, pname):
-                    fs.unlink_at(bdir, pname)  # payload without sidecar: an incomplete backup
+                    fs.unlink_at(bdir, pname)  # payload without sidecar (or with an unusable one): a duplicate
+                    if bad is not None:
+                        fs.unlink_at(bdir, sname)
             elif bk.target_matches_backup(target, bk.Backup(bdir, act["backup_ms"], sname, meta),
                                           self.policy.preservation_tier):
                 bk.remove_backup(bk.Backup(bdir, act["backup_ms"], sname, meta), self.durability)
             return False
+        if bad is not None:
+            raise RestoreFailedError("%s was swapped but its backup is unusable: %s; left as is"
+                                     % (act["target"], bad), path=act["target"])
         if meta is None:
             raise RestoreFailedError("%s was swapped but its backup %s has no complete sidecar; left as is"
                                      % (act["target"], pname), path=act["target"])
@@ -214,6 +239,20 @@ class Run(object):
         bk.verify_backup(backup, self.policy)
         bk.restore_backup(target, backup, self.policy, self.durability, self.run_id, consume=True)
         return True
+
+
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def _journal_ids(name, begin):
+    """(plan_id, run_id) of a journal for reports: the record's own when they are UUIDs, else the run id in the
+    journal's name, else the nil UUID.  Never raises on a garbage record."""
+    begin = begin if isinstance(begin, dict) else {}
+    stem = name[:-len(jr.JOURNAL_SUFFIX)] if name.endswith(jr.JOURNAL_SUFFIX) else ""
+    ok = lambda v: isinstance(v, str) and jr._UUID_RE.match(v) is not None  # noqa: E731
+    rid = begin.get("run_id") if ok(begin.get("run_id")) else (stem if ok(stem) else _NIL_UUID)
+    pid = begin.get("plan_id") if ok(begin.get("plan_id")) else _NIL_UUID
+    return pid, rid
 
 
 def _same_entry(target, bdir, pname):
@@ -509,9 +548,15 @@ def _restore_row(run, action, which):
         row.data["current_kind"] = fs.kind_of(st)
         pf.path_policy_gate(row, run.policy, action.target, target.real_rel)
         bdir = run.store.dir_for(target, create=False)
-        backups = run.store.list(target, bdir) if bdir is not None else []
+        scan = run.store.scan(target, bdir) if bdir is not None else bk.Scan()
+        backups = scan.usable
         try:
+            for r in scan.rejected:
+                row.warn(r.describe())
             b = pf.restore_ready_gate(row, run.policy, backups, which)
+            if b is None and scan.rejected and row.data["stops"]:
+                # Name every unusable sidecar (file and field) in the STOP itself, not only in the warnings.
+                row.data["stops"][-1]["msg"] += " (%s)" % "; ".join(r.describe() for r in scan.rejected)
             if b is not None:
                 row.data["planned_kind"] = b.prior_kind
                 row.data["noop"] = bk.target_matches_backup(target, b, run.policy.preservation_tier)
@@ -789,11 +834,17 @@ def _journal_for_plan(run, plan_id):
     found = None
     if jdir is not None:
         try:
-            for _name, begin, later in jr.list_journals(jdir):
+            for name, begin, later in jr.list_journals(jdir):
                 if begin.get("plan_id") == plan_id and begin.get("kind") == "apply":
-                    found = (begin, jr.final_state(later))
+                    found = (name, begin, jr.final_state(later))
         finally:
             os.close(jdir)
+    if found is not None:
+        try:
+            jr.check_begin(found[0], found[1])
+        except jr.JournalInvalid as e:
+            raise RestoreFailedError("%s; nothing was restored from it. Restore by targets instead" % e)
+        found = found[1:]
     if found is None:
         raise BackupMissingError("no journal of plan_id %s under state_dir %s; restore by targets instead"
                                  % (plan_id, run.s.state_rel))
@@ -846,8 +897,14 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
             bdir = run.store.dir_for(target, create=False)
             prepared.append((target, bdir))
             store = bk.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
-            backups = store.list(target, bdir) if bdir is not None else []
+            scan = store.scan(target, bdir) if bdir is not None else bk.Scan()
+            backups = scan.usable
             if ms is not None:
+                for r in scan.rejected:  # (a restore by targets reported them in its preflight rows)
+                    run.rep.warnings.append("%s: %s" % (rel, r.describe()))
+                bad = [r for r in scan.rejected if r.ms == ms]
+                if bad:
+                    raise RestoreFailedError("%s; nothing was restored" % bad[0].describe(), path=rel)
                 chosen = [b for b in backups if b.ms == ms]
                 if not chosen:
                     results.append({"path": rel, "result": "unchanged", "note": "backup of this plan is gone (already "
@@ -856,7 +913,7 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
                     continue
                 b = chosen[0]
             else:
-                b = bk.require_backup(backups, which, target)
+                b = bk.require_backup(backups, which, target, scan.rejected)
             bk.verify_backup(b, run.policy)
             prepared[-1] = (target, bdir, b)
         run.rep.event("apply.attempt", "success", actions=len(items), **run.lock_facts)
@@ -922,8 +979,28 @@ def _close_prepared(prepared):
             os.close(entry[1])
 
 
+def _retained(backups, count, age, now, keep_original):
+    """The backups (newest first) prune keeps: the newest always; those within count and age; and, with
+    keep_original, the newest one holding regular-file bytes (after file -> link -> link it is the only
+    copy of the original file, however old).  Returns (kept, the one kept only for being that copy or None)."""
+    keep = []
+    for i, b in enumerate(backups):
+        too_many = count is not None and i >= count
+        too_old = age is not None and (now - b.ms) / 1000.0 > age
+        if i == 0 or not (too_many or too_old):
+            keep.append(b)
+    if keep_original:
+        newest_file = next((b for b in backups if b.prior_kind == "file"), None)
+        if newest_file is not None and newest_file not in keep:
+            keep.append(newest_file)
+            return keep, newest_file
+    return keep, None
+
+
 def prune(settings, targets, retention_count=None, retention_age=None):
-    """Delete old complete backups of targets; never the newest one."""
+    """Delete old complete backups of targets; never the newest one, nor (policy.prune_keep_original) the
+    newest copy of a regular file.  Also sweeps what a killed prune left: a checked sidecar whose payload is
+    gone.  Never deletes a payload without sidecar (it may be the last copy) or a sidecar it cannot parse."""
     rels = _normalize_targets(settings, targets)
     count = retention_count if retention_count is not None else settings.policy.retention_count
     age = retention_age if retention_age is not None else settings.policy.retention_age
@@ -942,23 +1019,43 @@ def prune(settings, targets, retention_count=None, retention_age=None):
             target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
             try:
                 bdir = run.store.dir_for(target, create=False)
-                backups = run.store.list(target, bdir) if bdir is not None else []
-                doomed = []
-                for i, b in enumerate(backups):
-                    if i == 0:
-                        continue  # never the newest
-                    too_many = count is not None and i >= count
-                    too_old = age is not None and (now - b.ms) / 1000.0 > age
-                    if too_many or too_old:
-                        doomed.append(b)
-                if not run.s.check_mode:
-                    for b in doomed:
-                        bk.remove_backup(b, run.durability)
-                if bdir is not None:
-                    os.close(bdir)
-                results.append({"path": rel, "kept": len(backups) - len(doomed), "pruned": len(doomed),
-                                "pruned_backups": [b.payload or b.sidecar for b in doomed],
-                                "result": "changed" if doomed else "unchanged"})
+                scan = run.store.scan(target, bdir) if bdir is not None else bk.Scan()
+                backups = scan.usable
+                keep, original = _retained(backups, count, age, now, run.policy.prune_keep_original)
+                doomed = [b for b in backups if b not in keep]
+                notes = []
+                if original is not None:
+                    notes.append("kept %s beyond retention: the newest backup holding a regular file "
+                                 "(policy.prune_keep_original)" % original.payload)
+                for r in scan.rejected:
+                    run.rep.warnings.append("%s: %s; prune left it alone" % (rel, r.describe()))
+                for _ms, name in scan.orphan_payloads:
+                    run.rep.warnings.append("%s: backup payload %s has no sidecar; prune left it alone (it may be the "
+                                            "last copy of an original). Restore from it or remove it by hand"
+                                            % (rel, run.store.where(target, name)))
+                try:
+                    if not run.s.check_mode:
+                        for b in doomed:
+                            bk.remove_backup(b, run.durability)
+                        # What a prune (or rollback) killed between its two unlinks left: a checked sidecar whose
+                        # payload is gone.  Its name is ours (target, tag, ms) and it holds no bytes of anything.
+                        for b in scan.incomplete:
+                            fs.fault_point("before_unlink_backup")
+                            fs.unlink_at(bdir, b.sidecar)
+                        if scan.incomplete:
+                            run.durability.fsync(bdir, "backup directory of %s" % rel)
+                finally:
+                    if bdir is not None:
+                        os.close(bdir)
+                if scan.incomplete:
+                    notes.append("removed %d sidecar(s) whose payload was already gone (an interrupted prune)"
+                                 % len(scan.incomplete))
+                res = {"path": rel, "kept": len(backups) - len(doomed), "pruned": len(doomed),
+                       "pruned_backups": [b.payload or b.sidecar for b in doomed],
+                       "result": "changed" if (doomed or scan.incomplete) else "unchanged"}
+                if notes:
+                    res["note"] = "; ".join(notes)
+                results.append(res)
             finally:
                 target.close()
         pruned = sum(r["pruned"] for r in results)
@@ -966,7 +1063,7 @@ def prune(settings, targets, retention_count=None, retention_age=None):
         summary = {"targets": len(results), "pruned": pruned, "decision": "success",
                    "backup_durable": run.durability.durable}
         rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery, **run.lock_facts)
-        rep["changed"] = pruned > 0 or any(r["paths"] for r in run.recovery)
+        rep["changed"] = any(r["result"] == "changed" for r in results) or any(r["paths"] for r in run.recovery)
         return rep, None, run.rep.warnings
     finally:
         run.rep.flush_audit_log()
