@@ -141,7 +141,7 @@ def read_journal(dir_fd, name):
     records = []
     for line in data.decode("utf-8", "replace").splitlines():
         try:
-            rec = json.loads(line)
+            rec = json.loads(line, parse_int=_bounded_int)
         except (ValueError, RecursionError):
             continue
         if isinstance(rec, dict):
@@ -149,6 +149,13 @@ def read_journal(dir_fd, name):
     if not records or records[0].get("record") != "begin":
         return None, []
     return records[0], records[1:]
+
+
+def _bounded_int(text):
+    """No journal integer needs more than 24 digits; int() of a huge one is quadratic on old Pythons."""
+    if len(text.lstrip("-")) > 24:
+        raise ValueError("integer with more than 24 digits")
+    return int(text)
 
 
 def final_state(later):

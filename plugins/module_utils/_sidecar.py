@@ -105,6 +105,14 @@ def _reject_constant(name):
     raise ValueError("%s is not valid JSON" % name)
 
 
+def _bounded_int(text):
+    """Integers of at most 24 digits: int() of a huge digit string is quadratic on Pythons without
+    the str->int digit limit, and no sidecar field needs more."""
+    if len(text.lstrip("-")) > 24:
+        raise ValueError("integer with more than 24 digits")
+    return int(text)
+
+
 def _load_json_object(data, name):
     """A JSON object from at most MAX_SIDECAR_BYTES of strict UTF-8, duplicate keys and NaN refused."""
     if not isinstance(data, bytes):
@@ -116,7 +124,8 @@ def _load_json_object(data, name):
     except UnicodeDecodeError as e:
         raise SidecarInvalid(name, "(file)", "not valid UTF-8 at byte %d" % e.start)
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                         parse_int=_bounded_int)
     except _Duplicate as e:
         raise SidecarInvalid(name, _field_label(e.key), "appears more than once")
     except RecursionError:
