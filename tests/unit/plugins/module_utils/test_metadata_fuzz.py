@@ -354,6 +354,9 @@ def begin_mutations(paths):
 
 def mutate_begin(begin, muts):
     begin = json.loads(json.dumps(begin))
+    # "many" goes last and copies a small action only: a large value set after it would be copied
+    # tens of thousands of times (gigabytes) without testing anything more.
+    muts = [m for m in muts if m[0] != "many"] + [m for m in muts if m[0] == "many"][-1:]
     for op, field, value in muts:
         acts = begin.get("actions")
         act = acts[0] if isinstance(acts, list) and acts and isinstance(acts[0], dict) else None
