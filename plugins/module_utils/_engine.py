@@ -249,7 +249,9 @@ def _journal_ids(name, begin):
     journal's name, else the nil UUID.  Never raises on a garbage record."""
     begin = begin if isinstance(begin, dict) else {}
     stem = name[:-len(jr.JOURNAL_SUFFIX)] if name.endswith(jr.JOURNAL_SUFFIX) else ""
-    ok = lambda v: isinstance(v, str) and jr._UUID_RE.match(v) is not None  # noqa: E731
+
+    def ok(value):
+        return isinstance(value, str) and jr._UUID_RE.match(value) is not None
     rid = begin.get("run_id") if ok(begin.get("run_id")) else (stem if ok(stem) else _NIL_UUID)
     pid = begin.get("plan_id") if ok(begin.get("plan_id")) else _NIL_UUID
     return pid, rid

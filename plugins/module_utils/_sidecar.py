@@ -131,7 +131,7 @@ def _load_json_object(data, name):
     except RecursionError:
         raise SidecarInvalid(name, "(json)", "nested too deeply")
     except (ValueError, TypeError, OverflowError) as e:
-        raise SidecarInvalid(name, "(json)", "not valid JSON (%s)" % (str(e).split(":")[0][:80],))
+        raise SidecarInvalid(name, "(json)", "not valid JSON (%s)" % (str(e).split(":", 1)[0][:80],))
     if not isinstance(obj, dict):
         raise SidecarInvalid(name, "(json)", "top level is a %s, not an object" % type(obj).__name__)
     return obj

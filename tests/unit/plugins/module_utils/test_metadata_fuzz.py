@@ -319,7 +319,7 @@ def test_parse_sidecar_returns_checked_fields_or_names_the_field(data):
     assert set(meta) <= set(SIDECAR_FIELDS)
     for k in ("mode", "size", "uid", "gid", "created_ms", "atime_sec", "atime_nsec", "mtime_sec", "mtime_nsec"):
         if k in meta:
-            assert type(meta[k]) is int
+            assert isinstance(meta[k], int) and not isinstance(meta[k], bool)
     if "mode" in meta:
         assert 0 <= meta["mode"] <= 0o7777
     if meta["prior_kind"] == "file":
@@ -389,7 +389,7 @@ def test_check_begin_accepts_only_in_root_relative_values(muts):
     for act in begin["actions"]:
         parts = act["target"].split("/")
         assert act["target"].startswith("/") and ".." not in parts and "." not in parts and "\0" not in act["target"]
-        assert type(act["backup_ms"]) is int and act["backup_ms"] >= 0
+        assert isinstance(act["backup_ms"], int) and not isinstance(act["backup_ms"], bool) and act["backup_ms"] >= 0
 
 
 # -- 3. restore, prune and preflight through the engine with a hostile sidecar ---------------------
