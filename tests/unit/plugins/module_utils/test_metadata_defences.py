@@ -16,7 +16,6 @@ from sandbox import make_sandbox  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, restore, prune  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils import _journal as jr  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils import _sidecar as sc  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils._errors import RestoreFailedError  # noqa: E402
 
 
 @pytest.fixture
