@@ -429,10 +429,12 @@ def _resolve_links(run, norm):
     links = [by_target[a.target] for a in plan.actions]
     targets = []
     acts = []
+    parents = {}  # one open handle per target directory, however many targets it holds
     try:
         for link in links:
             targets.append(resolve_beneath(run.s.root, link["target_host"], "target %s" % link["target_host"],
                                            run.root_fd))
+            targets[-1].share_parent(parents)
         _reject_aliases(targets, ["links[%d].target=%r" % (l["index"], l["target_host"]) for l in links])
         target_keys = dict((_entry_key(t.parent_fd, t.name), l) for t, l in zip(targets, links))
         for a, link, target in zip(plan.actions, links, targets):
@@ -740,8 +742,15 @@ def _commit(run, plan, acts, todo, checks, base):
             jdir = run.state_dir(create=True)
             jactions = []
             reserved = set()  # backup names of the whole plan, chosen before the first mutation
+            by_inode = {}  # one open handle per backup directory, however many actions back up into it
             for la in todo:
                 bdir = run.store.dir_for(la.target, create=True, durability=run.durability)
+                bst = os.fstat(bdir)
+                if (bst.st_dev, bst.st_ino) in by_inode:
+                    os.close(bdir)
+                    bdir = by_inode[(bst.st_dev, bst.st_ino)]
+                else:
+                    by_inode[(bst.st_dev, bst.st_ino)] = bdir
                 bdirs[la.action.action_id] = bdir
                 la.backup_ms = run.store.next_ms(la.target, bdir, now, reserved)
                 jactions.append({"action_id": la.action.action_id, "target": la.link["target"],
@@ -845,7 +854,7 @@ def _commit(run, plan, acts, todo, checks, base):
     finally:
         if journal is not None:
             journal.close()
-        for fd in bdirs.values():
+        for fd in set(bdirs.values()):
             os.close(fd)
         if jdir is not None:
             os.close(jdir)

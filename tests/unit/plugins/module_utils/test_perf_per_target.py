@@ -56,3 +56,33 @@ def test_one_listing_per_directory_still_sweeps_every_targets_dead_temps(tmp_pat
     # Before the fix the sweep alone listed /usr/bin once per target (30 times); the rest of the plan lists it a
     # fixed number of times whatever the number of targets.
     assert len(listed) < 10, "usr/bin listed %d times for 30 targets" % len(listed)
+
+
+_UNDER_FD_LIMIT = r"""
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[2]), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply
+links = json.loads(sys.argv[3])
+report, err, _w = apply(Settings(root=sys.argv[1]), links=links)
+print(json.dumps({"err": err and err.msg, "changed": report["summary"]["changed"]}))
+"""
+
+
+def test_a_plan_with_more_targets_than_the_fd_limit_applies(tmp_path):
+    """Targets in one directory share one directory handle (and one backup-directory handle): 300 targets apply
+    under a 128-fd soft limit.  With one parent handle and one backup-directory handle per target the plan needed
+    600+ fds and failed with EMFILE (a default 1024 limit broke at about 500 links)."""
+    import json
+    import subprocess
+    sb = make_sandbox(tmp_path, tools=(), synthetic=300)
+    links = [{"source": sb.p("/opt/prov/bin/f%03d" % i), "target": sb.p("/usr/bin/f%03d" % i)} for i in range(300)]
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+    coll_root = os.path.join(repo, ".build", "collections")  # made by tests/conftest.py
+    p = subprocess.run([sys.executable, "-c", _UNDER_FD_LIMIT, sb.root, "128", json.dumps(links)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                       env=dict(os.environ, PYTHONPATH=coll_root), check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out == {"err": None, "changed": 300}
+    for link in links:
+        assert os.readlink(link["target"]) == "/" + os.path.relpath(link["source"], sb.root)
