@@ -34,7 +34,7 @@ integration: venv deps
 	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests/integration
 
 bench: venv deps
-	$(BIN)/python tests/bench/bench_apply.py
+	$(BIN)/python tests/bench/bench_scale.py
 	$(BIN)/python tests/bench/bench_lock.py
 
 clean:

@@ -13,6 +13,8 @@ command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v shellcheck >/dev/null || need+=(shellcheck)  # ansible-test sanity: shellcheck
+command -v strace >/dev/null || need+=(strace)  # make bench: counts fsync/fdatasync/syncfs calls
+[ -x /usr/bin/time ] || need+=(time)            # make bench: peak RSS of the module process (time -f %M)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
