@@ -83,6 +83,9 @@ def child_engine(root, links):
     t0 = time.perf_counter()
     report, err, _w = apply(Settings(root=root), links=links)
     wall = time.perf_counter() - t0
+    if os.environ.get("SWITCHYARD_BENCH_WHERE"):
+        import ansible_collections.switchyard.fs as coll
+        sys.stderr.write("engine from %s\n" % os.path.realpath(coll.__path__[0]))
     if err is not None or report["summary"]["changed"] != len(links):
         raise SystemExit("engine apply failed: %s" % (err and err.msg))
     return wall, len(json.dumps(report, separators=(",", ":")))
@@ -184,9 +187,11 @@ def _syncfs(fd):
 def child_main(kind, root, links_file):
     with open(links_file) as f:
         links = json.load(f)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     wall, report_bytes = (child_engine if kind == "engine" else child_floor)(root, links)
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"wall": wall, "report_bytes": report_bytes, "rss_kb": rss_kb}))
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(json.dumps({"wall": wall, "cpu": cpu, "report_bytes": report_bytes, "rss_kb": r1.ru_maxrss}))
     return 0
 
 
@@ -194,6 +199,8 @@ def child_main(kind, root, links_file):
 # Measured runs
 
 class Measured(object):
+    cpu = None
+
     def __init__(self, wall, fsyncs=None, report_bytes=None, module_kb=None, controller_kb=None, note=None):
         self.setup_fsyncs = fsyncs[1] if isinstance(fsyncs, tuple) else 0
         fsyncs = fsyncs[0] if isinstance(fsyncs, tuple) else fsyncs
@@ -354,7 +361,9 @@ def run_child(kind, sb, base):
     if p.returncode != 0:
         raise SystemExit("%s child failed:\n%s" % (kind, p.stderr[-3000:]))
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    return Measured(out["wall"], _count_fsyncs(trace, sb.root), out["report_bytes"] or None, out["rss_kb"], None)
+    m = Measured(out["wall"], _count_fsyncs(trace, sb.root), out["report_bytes"] or None, out["rss_kb"], None)
+    m.cpu = out["cpu"]
+    return m
 
 
 def _links_json(sb):
@@ -398,9 +407,10 @@ def main(argv=None):
                     "medians are shown (default 3; larger plans run once)")
     ap.add_argument("--size", type=int, default=4096, help="bytes per target file (default 4096)")
     ap.add_argument("--loop-links", type=int, default=200, help="items of the builtin loops (default 200; 0 skips them)")
-    ap.add_argument("--loop-budget", type=float, default=75.0,
-                    help="seconds per builtin loop run before it is stopped and extrapolated, marked * (default 75)")
+    ap.add_argument("--loop-budget", type=float, default=40.0,
+                    help="seconds per builtin loop run before it is stopped and extrapolated, marked * (default 40)")
     ap.add_argument("--no-ansible", action="store_true", help="only the in-process engine and the syscall floor")
+    ap.add_argument("--collection", metavar="DIR", help="benchmark the collection checked out in DIR instead of this one")
     ap.add_argument("--keep", action="store_true", help="keep .build/bench-scale-<pid>/")
     args = ap.parse_args(argv)
     if args.child:
@@ -415,6 +425,12 @@ def main(argv=None):
     t_start = time.perf_counter()
     base = os.path.join(REPO, ".build", "bench-scale-%d" % os.getpid())
     os.makedirs(base)
+    if args.collection:
+        global COLLECTIONS_ROOT
+        COLLECTIONS_ROOT = os.path.join(base, "collections")
+        os.makedirs(os.path.join(COLLECTIONS_ROOT, "ansible_collections", "switchyard"))
+        os.symlink(os.path.abspath(args.collection),
+                   os.path.join(COLLECTIONS_ROOT, "ansible_collections", "switchyard", "fs"))
     counter = [0]
 
     def fresh(n):
@@ -484,6 +500,7 @@ def report(args, rows, empties, load_before, load_after, total):
     empty = _med([e.wall for e in empties])
     print("switchyard.fs bench_scale (issue 14): %d B per target, all targets in one directory, fresh sandbox root per run"
           % args.size)
+    print("collection %s" % os.path.realpath(os.path.join(COLLECTIONS_ROOT, "ansible_collections", "switchyard", "fs")))
     print("python %s; target python %s; ANSIBLE_PIPELINING off; fs %s; %d CPUs; loadavg(1m) %.2f before, %.2f after"
           % (sys.version.split()[0], TARGET_PYTHON, ba._fstype(REPO), os.cpu_count() or 0, load_before[0], load_after[0]))
     print()
@@ -514,7 +531,8 @@ def report(args, rows, empties, load_before, load_after, total):
             "%.3f" % ms,
             _fsync_text(runs), rb if rb else "-", ("%.0f" % (rb / float(n))) if rb else "-",
             _mb(_med([r.module_kb for r in runs])), _mb(_med([r.controller_kb for r in runs])),
-            ("   (runs: %s)" % " ".join("%.2f" % r.wall for r in runs)) if len(runs) > 1 else ""))
+            ("   (runs: %s)" % " ".join("%.2f" % r.wall for r in runs)) if len(runs) > 1
+            else ("   (cpu %.2f s)" % runs[0].cpu) if runs[0].cpu is not None else ""))
     print()
     for note in notes:
         print("* %s" % note)
