@@ -200,6 +200,7 @@ def child_main(kind, root, links_file):
 
 class Measured(object):
     cpu = None
+    module_s = None  # wall time of the module process(es) on the host, summed over a loop's items
 
     def __init__(self, wall, fsyncs=None, report_bytes=None, module_kb=None, controller_kb=None, note=None):
         self.setup_fsyncs = fsyncs[1] if isinstance(fsyncs, tuple) else 0
@@ -268,7 +269,7 @@ class Ansible(object):
         self.wrapper = os.path.join(self.dir, "python-measured")
         with open(self.wrapper, "w") as f:
             f.write('#!/bin/sh\nout=$(mktemp "%(m)s/out.XXXXXX")\n'
-                    '%(time)s -f "%%M" -a -o "%(m)s/rss" "%(py)s" "$@" >"$out"\nrc=$?\n'
+                    '%(time)s -f "%%M %%e" -a -o "%(m)s/rss" "%(py)s" "$@" >"$out"\nrc=$?\n'
                     'wc -c <"$out" >>"%(m)s/bytes"\ncat "$out"\nrm -f "$out"\nexit $rc\n'
                     % {"m": self.meas, "time": TIME, "py": TARGET_PYTHON})
         os.chmod(self.wrapper, 0o755)
@@ -335,10 +336,14 @@ class Ansible(object):
             with open(pb + ".stderr") as f:
                 raise SystemExit("ansible-playbook failed (rc=%d)\n%s\n%s" % (proc.returncode, "\n".join(tail),
                                                                               f.read()[-2000:]))
-        rss = [int(l) for l in open(os.path.join(self.meas, "rss")).read().split() if l.isdigit()]
+        # /usr/bin/time lines: "<peak RSS KiB> <elapsed s>" per module process (other lines: its exit-status notes).
+        timed = [l.split() for l in open(os.path.join(self.meas, "rss")).read().splitlines()]
+        timed = [(int(t[0]), float(t[1])) for t in timed if len(t) == 2 and t[0].isdigit()]
+        rss = [kb for kb, _e in timed]
         nbytes = [int(l) for l in open(os.path.join(self.meas, "bytes")).read().split() if l.isdigit()]
         m = Measured(wall, _count_fsyncs(trace, root), sum(nbytes) if nbytes else None, max(rss) if rss else None,
                      max(hwm.values()) if hwm else None)
+        m.module_s = sum(e for _kb, e in timed) if timed else None
         if killed:
             k = len(stamps)
             rate = (stamps[-1] - stamps[0]) / (k - 1)
@@ -504,13 +509,13 @@ def report(args, rows, empties, load_before, load_after, total):
     print("python %s; target python %s; ANSIBLE_PIPELINING off; fs %s; %d CPUs; loadavg(1m) %.2f before, %.2f after"
           % (sys.version.split()[0], TARGET_PYTHON, ba._fstype(REPO), os.cpu_count() or 0, load_before[0], load_after[0]))
     print()
-    hdr = "%-27s %6s %8s %8s %11s %7s %10s %7s %7s %7s" % (
-        "variant", "links", "wall s", "x empty", "ms/link", "fsyncs", "report B", "B/link", "mod MB", "ctl MB")
+    hdr = "%-27s %6s %8s %8s %11s %7s %7s %10s %7s %7s %7s" % (
+        "variant", "links", "wall s", "x empty", "ms/link", "mod s", "fsyncs", "report B", "B/link", "mod MB", "ctl MB")
     print(hdr)
     print("-" * len(hdr))
     if empties:
-        print("%-27s %6s %8.2f %8.2f %11s %7s %10s %7s %7s %7s   (runs: %s)" % (
-            "empty playbook (1 debug)", 0, empty, 1.0, "-", _med([e.fsyncs for e in empties]), "-", "-", "-",
+        print("%-27s %6s %8.2f %8.2f %11s %7s %7s %10s %7s %7s %7s   (runs: %s)" % (
+            "empty playbook (1 debug)", 0, empty, 1.0, "-", "-", _med([e.fsyncs for e in empties]), "-", "-", "-",
             _mb(_med([e.controller_kb for e in empties])), " ".join("%.2f" % e.wall for e in empties)))
     per_link = {}
     summary = {}
@@ -526,9 +531,10 @@ def report(args, rows, empties, load_before, load_after, total):
         star = "*" if any(r.note for r in runs) else ""
         notes.extend(r.note for r in runs if r.note)
         summary[(label, n)] = (wall, runs)
-        print("%-27s %6d %8.2f %8s %11s %7s %10s %7s %7s %7s%s" % (
+        mod_s = _med([r.module_s for r in runs])
+        print("%-27s %6d %8.2f %8s %11s %7s %7s %10s %7s %7s %7s%s" % (
             label + star, n, wall, ("%.2f" % (wall / empty)) if (in_ansible and empty) else "-",
-            "%.3f" % ms,
+            "%.3f" % ms, ("%.2f" % mod_s) if mod_s is not None else "-",
             _fsync_text(runs), rb if rb else "-", ("%.0f" % (rb / float(n))) if rb else "-",
             _mb(_med([r.module_kb for r in runs])), _mb(_med([r.controller_kb for r in runs])),
             ("   (runs: %s)" % " ".join("%.2f" % r.wall for r in runs)) if len(runs) > 1
@@ -537,6 +543,8 @@ def report(args, rows, empties, load_before, load_after, total):
     for note in notes:
         print("* %s" % note)
     print("ms/link: (wall - empty playbook median) / links for playbook variants; wall / links for in-process ones.")
+    print("mod s: wall time of the module process on the host (/usr/bin/time), summed over a loop's items; the rest of "
+          "a playbook row's wall is the controller (AnsiballZ, result handling, schema validation, output).")
     print("fsyncs: fsync+fdatasync+syncfs calls of the whole process tree (strace -f); a+b: a of them create "
           "var/lib/switchyard durably on the fresh root (once per host), b are the plan's own; mod MB: peak RSS of the module "
           "process (in-process rows: of the child running it); ctl MB: peak VmHWM of ansible-playbook and its workers.")
