@@ -5,6 +5,7 @@
 
 from __future__ import absolute_import, division, print_function
 
+import errno
 import json
 import os
 import re
