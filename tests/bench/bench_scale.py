@@ -92,7 +92,8 @@ def child_engine(root, links):
 
 
 def child_floor(root, links):
-    """The group commit's syscalls with no engine around them: journal begin (temp, fsync, rename, fsync dir);
+    """The group commit's syscalls with no engine around them: journal begin in var/lib/switchyard/journal (temp,
+    fsync, rename, fsync dir);
     per action resolve the parent by O_NOFOLLOW handles, lstat, open + sha256, linkat the backup, write the
     sidecar (temp + rename, no fsync); one syncfs; fsync each changed directory once; a journal record; per action
     symlinkat a temp + renameat over the target; fsync each target directory once; the commit record."""
@@ -102,7 +103,7 @@ def child_floor(root, links):
     root_fd = os.open(root, DIR_FLAGS)
     dirs = {}
     state_fd = root_fd
-    for part in ("var", "lib", "switchyard"):
+    for part in ("var", "lib", "switchyard", "journal"):
         try:
             os.mkdir(part, 0o755, dir_fd=state_fd)
         except OSError:
@@ -155,7 +156,8 @@ def child_floor(root, links):
         os.write(sfd, (json.dumps(meta, sort_keys=True) + "\n").encode())
         os.close(sfd)
         os.rename(stmp, pname + ".meta.json", src_dir_fd=pfd, dst_dir_fd=pfd)
-    os.syncfs(root_fd) if hasattr(os, "syncfs") else _syncfs(root_fd)
+    first_dir = next(iter(dirs.values()))  # as the engine does: syncfs through a directory it wrote in
+    os.syncfs(first_dir) if hasattr(os, "syncfs") else _syncfs(first_dir)
     for dfd in dirs.values():
         os.fsync(dfd)
     os.write(jfd, b'{"record": "backups_durable"}\n')
