@@ -47,7 +47,7 @@ options:
           - Allow lock_path, state_dir and audit_log outside root (their final component is still never a symlink).
           - Without it a side path outside O(root) fails with E_POLICY before anything is touched. Inside O(root)
             side paths are opened through the root directory handle and an intermediate symlink is followed only
-            while it stays inside O(root) (see C(docs/security.md)).
+            while it stays inside O(root) (see the Security guide of this collection).
           - Default V(false) unless the O(preset) sets it.
         type: bool
       allow_unlocked_commit:
