@@ -7,6 +7,7 @@ import jsonschema
 import pytest
 
 from harness import REPO, run_playbook
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events
 
 CONTEXT = ("host", "task", "task_action", "play")
 
@@ -59,7 +60,7 @@ def reported_events(run, host):
                 continue
             for key, report in sorted((res.get("ansible_facts") or {}).items()):
                 if key.startswith("switchyard_"):
-                    out.extend((task["task"]["name"], e) for e in report.get("events", []))
+                    out.extend((task["task"]["name"], e) for e in expand_events(report))
     return out
 
 
