@@ -20,7 +20,7 @@ description:
     line to a file on the controller.
   - Events are taken from successful and failed task results alike (a failed
     C(safe_apply) still reports the rollback it did), and from every item of a loop.
-  - Each line is the event exactly as the host wrote it to its O(audit_log) (the facts carry events in
+  - Each line is the event exactly as the host wrote it to the modules' C(audit_log) (the facts carry events in
     compact form; they are expanded first), plus C(host) (the inventory
     hostname), C(task) (the task name), C(task_action) and C(play). When the event itself
     already has one of those keys with a different value, the event's value is kept under

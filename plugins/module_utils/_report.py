@@ -133,7 +133,7 @@ ENVELOPE_KEYS = ("schema_version", "collection_version", "plan_id", "run_id", "d
 EVENT_FIELDS = {"preflight": ("action_id", "path", "policy_ok", "current_kind", "planned_kind"),
                 "apply.result": ("action_id", "path", "source", "result", "hash_alg", "before_hash"),
                 "rollback": ("action_id", "path"),
-                "restore": ("path", "result")}
+                "restore": ("path", "result", "preservation_applied")}
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _MISSING = object()
 
