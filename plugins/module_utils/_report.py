@@ -183,9 +183,9 @@ def _derive_after_hash(entry):
 # (container or None, key, derive(stage, entry)).  expand applies them in this order, compact in reverse, so
 # each rule sees exactly the fields the other side sees.
 _RULES = (
-    (None, "notes", lambda st, e: []),
-    (None, "stops", lambda st, e: []),
-    (None, "warnings", lambda st, e: []),
+    (None, "notes", lambda st, e: [] if "policy_ok" in e else _MISSING),
+    (None, "stops", lambda st, e: [] if "policy_ok" in e else _MISSING),
+    (None, "warnings", lambda st, e: [] if "policy_ok" in e else _MISSING),
     (None, "link_text", lambda st, e: e.get("source", _MISSING)),
     ("before", "sha256", lambda st, e: _derive_before_sha(e)),
     (None, "after", _derive_after),
@@ -213,22 +213,30 @@ def _majority(values):
     return first[best], counts[best]
 
 
+def _rule_name(container, key):
+    return key if container is None else "%s.%s" % (container, key)
+
+
 def _compact_entry_rules(stage, entry):
+    absent = []
     for container, key, derive in reversed(_RULES):
         holder = entry if container is None else entry.get(container)
-        if not isinstance(holder, dict) or key not in holder:
+        if not isinstance(holder, dict):
             continue
-        if _same(holder[key], derive(stage, entry)):
+        if key not in holder:
+            if derive(stage, entry) is not _MISSING:
+                absent.append(_rule_name(container, key))  # expand would invent it: say it is not there
+        elif _same(holder[key], derive(stage, entry)):
             del holder[key]
+    if absent:
+        entry["absent"] = sorted(absent)
 
 
-def _expand_entry_rules(stage, entry):
+def _expand_entry_rules(stage, entry, absent):
     for container, key, derive in _RULES:
         holder = entry if container is None else entry.get(container)
-        if not isinstance(holder, dict) or key in holder:
+        if not isinstance(holder, dict) or key in holder or _rule_name(container, key) in absent:
             continue
-        if container is None and key in ("notes", "stops", "warnings") and "policy_ok" not in entry:
-            continue  # only preflight findings carry these
         value = derive(stage, entry)
         if value is not _MISSING:
             holder[key] = copy.deepcopy(value)
@@ -280,9 +288,8 @@ def _ungroup(events):
 
 
 def _compact_entry(stage, entry):
-    if "policy_ok" in entry:
-        for k in ("notes", "stops", "warnings"):
-            entry.setdefault(k, [])
+    if "absent" in entry:
+        raise ValueError("an entry may not have a key named 'absent'")
     _compact_entry_rules(stage, entry)
     return entry
 
@@ -326,7 +333,7 @@ def _compact_plan(entries):
         plan[k] = value
         for e in entries:
             if k not in e:
-                e.setdefault("absent", []).append(k)
+                e["absent"] = sorted(e.get("absent", []) + [k])
             elif _same(e[k], value):
                 del e[k]
     return plan
@@ -356,7 +363,7 @@ def expand_entries(rep):
                 m = {"mountpoint": e[k]}
                 m.update(copy.deepcopy(mounts[e[k]]))
                 e[k] = m
-        _expand_entry_rules(rep["stage"], e)
+        _expand_entry_rules(rep["stage"], e, absent)
         out.append(e)
     return out
 

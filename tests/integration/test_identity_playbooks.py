@@ -8,7 +8,7 @@ from harness import run_playbook  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox, sha256  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
 
 
 def merged_usr(tmp_path):
