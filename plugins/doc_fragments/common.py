@@ -120,6 +120,11 @@ options:
           - Default V(basic) unless the O(preset) sets it.
         type: str
         choices: [basic, extended, full]
+      prune_keep_original:
+        description:
+          - Prune always keeps the newest backup holding a regular file (the original's bytes), beyond retention.
+          - Default V(true) unless the O(preset) sets it.
+        type: bool
       require_backup_durability:
         description:
           - Every fsync must succeed; when false fsyncs are best-effort.

@@ -14,6 +14,7 @@ import time
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils import _preservation as pres
+from ansible_collections.switchyard.fs.plugins.module_utils import _sidecar as sc
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     BackupMissingError, ExdevError, RestoreFailedError, PolicyError)
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import SidePath, open_dirs_below, open_side_dir
@@ -33,7 +34,38 @@ def sidecar_name(name, tag, ms):
 
 
 def _sidecar_re(name, tag):
-    return re.compile(r"^\.%s\.%s\.(\d+)%s$" % (re.escape(name), re.escape(tag), re.escape(SIDECAR_SUFFIX)))
+    return re.compile(r"^\.%s\.%s\.(\d{1,19})%s$" % (re.escape(name), re.escape(tag), re.escape(SIDECAR_SUFFIX)))
+
+
+def _payload_re(name, tag):
+    return re.compile(r"^\.%s\.%s\.(\d{1,19})%s$" % (re.escape(name), re.escape(tag), re.escape(PAYLOAD_SUFFIX)))
+
+
+class Rejected(object):
+    """A sidecar that failed parse_sidecar (or whose payload is not what it describes): never used."""
+
+    def __init__(self, ms, sidecar, where, error):
+        self.ms = ms
+        self.sidecar = sidecar
+        self.where = where
+        self.field = error.field
+        self.reason = error.reason
+
+    def describe(self):
+        return "backup sidecar %s is unusable: field %s %s" % (self.where, self.field, self.reason)
+
+
+class Scan(object):
+    """Everything of one target's backup set in one directory, newest first:
+    usable (complete, checked), rejected (bad sidecars), incomplete (checked sidecar whose payload is
+    missing: a prune or rollback killed between its two unlinks), orphan_payloads ([(ms, name)]
+    payload names without a sidecar)."""
+
+    def __init__(self):
+        self.usable = []
+        self.rejected = []
+        self.incomplete = []
+        self.orphan_payloads = []
 
 
 class Backup(object):
@@ -71,8 +103,10 @@ class BackupStore(object):
     """Where backups of one target live: next to it, or mirrored under policy.backup_dir."""
 
     def __init__(self, root_fd, backup_dir_rel, tag):
-        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", tag or ""):
+        if not isinstance(tag, str) or not sc.TAG_RE.match(tag):
             raise PolicyError("backup_tag=%r must be 1-64 characters of letters, digits, '_' or '-'" % (tag,))
+        if backup_dir_rel is not None:
+            check_dir_rel(backup_dir_rel, "backup_dir_rel")
         self.root_fd = root_fd
         self.backup_dir_rel = backup_dir_rel
         self.tag = tag
@@ -94,25 +128,50 @@ class BackupStore(object):
         finally:
             os.close(bfd)
 
+    def where(self, target, name):
+        """The in-root path of a file in target's backup directory, for messages."""
+        parts = ([p for p in self.backup_dir_rel.split("/") if p] if self.backup_dir_rel else []) \
+            + [p for p in target.parent_rel.split("/") if p] + [name]
+        return "/" + "/".join(parts)
+
     def list(self, target, dir_fd):
-        """Complete backups of target, newest first.  Incomplete ones (no sidecar, unparsable
-        sidecar, missing payload) are never returned."""
-        rx = _sidecar_re(target.name, self.tag)
-        found = []
-        for entry in os.listdir(dir_fd):
+        """Complete, checked backups of target, newest first.  Incomplete ones (no sidecar, missing
+        payload) and rejected ones (a sidecar field fails parse_sidecar) are never returned."""
+        return self.scan(target, dir_fd).usable
+
+    def scan(self, target, dir_fd):
+        """Scan of target's backups in dir_fd (see Scan).  Only names of this target and tag are looked at;
+        nothing read from a sidecar is used as a path."""
+        rx, prx = _sidecar_re(target.name, self.tag), _payload_re(target.name, self.tag)
+        out = Scan()
+        entries = os.listdir(dir_fd)
+        names = set(entries)
+        for entry in entries:
+            pm = prx.match(entry)
+            if pm and entry + ".meta.json" not in names and int(pm.group(1)) <= sc.MAX_INT:
+                out.orphan_payloads.append((int(pm.group(1)), entry))
             m = rx.match(entry)
-            if not m:
+            if not m or int(m.group(1)) > sc.MAX_INT:
                 continue
-            meta = read_sidecar(dir_fd, entry)
-            if meta is None:
+            ms = int(m.group(1))
+            try:
+                parsed = load_sidecar(dir_fd, entry, self.tag)
+                if parsed is None:
+                    continue  # removed while we looked
+                backup = Backup(dir_fd, ms, entry, parsed.meta)
+                if backup.prior_kind != "absent":
+                    pst = fs.lstat_at(dir_fd, backup.payload)
+                    if pst is None:
+                        out.incomplete.append(backup)
+                        continue
+                    check_payload_kind(entry, backup.prior_kind, pst)
+            except sc.SidecarInvalid as e:
+                out.rejected.append(Rejected(ms, entry, self.where(target, entry), e))
                 continue
-            if meta.get("prior_kind", "file") != "absent":
-                payload = meta.get("payload")
-                if not payload or fs.lstat_at(dir_fd, payload) is None:
-                    continue
-            found.append(Backup(dir_fd, int(m.group(1)), entry, meta))
-        found.sort(key=lambda b: b.ms, reverse=True)
-        return found
+            out.usable.append(backup)
+        for seq in (out.usable, out.rejected, out.incomplete, out.orphan_payloads):
+            seq.sort(key=lambda b: b[0] if isinstance(b, tuple) else b.ms, reverse=True)
+        return out
 
     def next_ms(self, target, dir_fd, now_ms, reserved=None):
         """A timestamp whose payload and sidecar names are both free (bumped past collisions) and not already
@@ -133,14 +192,66 @@ class BackupStore(object):
         return ms
 
 
-def read_sidecar(dir_fd, name):
+def check_dir_rel(rel, what):
+    """An in-root directory path read from a journal or given as a setting: '/a/b', no '.', '..', NUL, sane
+    lengths.  PolicyError otherwise: such a value is never used to open anything."""
+    if not isinstance(rel, str) or not rel.startswith("/") or "\x00" in rel or len(rel) > sc.MAX_PATH_BYTES:
+        raise PolicyError("%s=%r must be an absolute in-root path of at most %d bytes without NUL"
+                          % (what, rel if isinstance(rel, str) and len(rel) < 200 else type(rel).__name__,
+                             sc.MAX_PATH_BYTES))
+    for part in rel.split("/")[1:]:
+        if part in (".", "..") or len(part.encode("utf-8", "surrogateescape")) > sc.MAX_NAME_BYTES:
+            raise PolicyError("%s=%r must not contain '.' or '..' or a component longer than %d bytes"
+                              % (what, rel[:200], sc.MAX_NAME_BYTES))
+    return rel
+
+
+def check_payload_kind(sidecar, prior_kind, pst):
+    kind = fs.kind_of(pst)
+    if kind != prior_kind:
+        raise sc.SidecarInvalid(sidecar, "prior_kind", "says %s but the payload is a %s" % (prior_kind, kind))
+
+
+def load_sidecar(dir_fd, name, tag=None):
+    """The checked sidecar `name` in dir_fd (a BackupSidecar), None when it does not exist; SidecarInvalid when
+    it is not a regular file, too large, unreadable or any field fails its check."""
     try:
-        meta = json.loads(fs.read_small_at(dir_fd, name, 1 << 20).decode("utf-8"))
-    except (OSError, ValueError):
+        fd = fs.open_file_at(dir_fd, name)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise sc.SidecarInvalid(name, "(file)", "cannot be opened as a regular file (%s)"
+                                % errno.errorcode.get(e.errno, e.errno))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise sc.SidecarInvalid(name, "(file)", "is not a regular file")
+        if st.st_size > sc.MAX_SIDECAR_BYTES:
+            raise sc.SidecarInvalid(name, "(file)", "larger than %d bytes" % sc.MAX_SIDECAR_BYTES)
+        parts, total = [], 0
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError as e:
+                raise sc.SidecarInvalid(name, "(file)", "cannot be read (%s)" % errno.errorcode.get(e.errno, e.errno))
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > sc.MAX_SIDECAR_BYTES:
+                raise sc.SidecarInvalid(name, "(file)", "larger than %d bytes" % sc.MAX_SIDECAR_BYTES)
+            parts.append(chunk)
+    finally:
+        os.close(fd)
+    return sc.parse_sidecar(b"".join(parts), name, tag)
+
+
+def read_sidecar(dir_fd, name, tag=None):
+    """The checked fields of sidecar `name`, or None when it is missing or unusable (see load_sidecar)."""
+    try:
+        parsed = load_sidecar(dir_fd, name, tag)
+    except sc.SidecarInvalid:
         return None
-    if not isinstance(meta, dict) or meta.get("schema") not in KNOWN_SIDECAR_SCHEMAS:
-        return None
-    return meta
+    return parsed.meta if parsed is not None else None
 
 
 def content_key(st):
@@ -265,19 +376,24 @@ def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id, batch
 
 
 def verify_backup(backup, policy):
-    """Hash the payload and compare with the sidecar.  Returns (verified, actual_hash)."""
+    """Hash the payload and compare with the sidecar.  Returns (verified, actual_hash).
+    A mismatch never reports the payload's hash or bytes: only that it does not match."""
     if backup.prior_kind != "file":
         return True, None
     expected = backup.meta.get("payload_hash")
-    actual = fs.sha256_at(backup.dir_fd, backup.payload)
+    try:
+        actual = fs.sha256_at(backup.dir_fd, backup.payload)
+    except OSError as e:
+        raise RestoreFailedError("backup %s cannot be read as a regular file (%s); the target was not touched"
+                                 % (backup.payload, errno.errorcode.get(e.errno, e.errno)))
     if expected is None:
         if policy.require_sidecar_integrity and not policy.best_effort_restore:
             raise RestoreFailedError("backup %s has no payload_hash in its sidecar; set policy.best_effort_restore: true "
                                      "to restore it unverified" % backup.payload)
         return False, actual
     if actual != expected:
-        raise RestoreFailedError("backup %s does not match its sidecar (sha256 %s, expected %s); it was modified or is "
-                                 "corrupt; the target was not touched" % (backup.payload, actual, expected))
+        raise RestoreFailedError("backup %s does not match its sidecar (field payload_hash); it was modified or is "
+                                 "corrupt; the target was not touched" % (backup.payload,))
     return True, actual
 
 
@@ -395,16 +511,21 @@ def _apply_meta(fd, meta, tier):
 
 
 def remove_backup(backup, durability):
+    """Payload first, then sidecar: a kill in between leaves a checked sidecar without payload (incomplete,
+    never selected, swept by the next prune), never a payload without sidecar (possibly the last copy)."""
     if backup.payload:
+        fs.fault_point("before_unlink_backup")
         fs.unlink_at(backup.dir_fd, backup.payload)
+    fs.fault_point("before_unlink_backup")
     fs.unlink_at(backup.dir_fd, backup.sidecar)
     durability.fsync(backup.dir_fd, "backup directory")
 
 
-def require_backup(backups, which, target):
+def require_backup(backups, which, target, rejected=()):
     idx = 0 if which == "latest" else 1
     if len(backups) <= idx:
-        raise BackupMissingError("no complete %s backup of %s (found %d complete backup%s); nothing was changed"
-                                 % (which, target.rel, len(backups), "" if len(backups) == 1 else "s"),
+        extra = "".join("; %s" % r.describe() for r in rejected)
+        raise BackupMissingError("no complete %s backup of %s (found %d usable backup%s)%s; nothing was changed"
+                                 % (which, target.rel, len(backups), "" if len(backups) == 1 else "s", extra),
                                  path=target.rel)
     return backups[idx]

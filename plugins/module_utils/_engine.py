@@ -162,24 +162,35 @@ class Run(object):
                 journal = jr.Journal.claim(jdir, name, self.durability)
                 if journal is None:
                     # Its writer still holds the journal's flock: a live plan of another process, not a crash.
-                    self.rep.event("recovery", "warn", recovered_plan_id=begin["plan_id"], recovered_run_id=begin["run_id"],
-                                   msg="plan %s is still running in another process; left alone" % begin["plan_id"])
+                    pid, rid = _journal_ids(name, begin)
+                    self.rep.event("recovery", "warn", recovered_plan_id=pid, recovered_run_id=rid,
+                                   msg="plan %s is still running in another process; left alone" % pid)
                     continue
                 try:
                     # Re-read under the flock: the writer may have finished between listing and claiming.
                     begin, later = jr.read_journal(jdir, name)
                     if begin is None or jr.final_state(later) is not None:
                         continue
-                    # safe_restore plan_id=<this plan> is the documented way out of "stop": it may undo it.
-                    undoing_it = self.rep.stage == "restore" and self.rep.plan_id == begin["plan_id"]
-                    # An interrupted restore or prune left no half-done state, only leftovers to sweep.
-                    side = begin.get("kind") in SIDE_KINDS
-                    if (self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it
-                            and not side):
-                        raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
-                                          "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
-                                          % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
-                    result = self._recover_side(begin) if side else self._recover_one(begin)
+                    try:
+                        # Untrusted like option input: nothing of a bad record is used, least of all as a path.
+                        jr.check_begin(name, begin, kinds=("apply",) + SIDE_KINDS)
+                    except jr.JournalInvalid as e:
+                        pid, rid = _journal_ids(name, begin)
+                        result = {"ok": False, "plan_id": pid, "run_id": rid, "paths": [], "dry_run": self.s.check_mode,
+                                  "msg": "could not roll back plan %s: %s; nothing was undone from it. Inspect the "
+                                         "journal under state_dir %s and the targets of that plan by hand"
+                                         % (pid, e, self.s.state_rel)}
+                    else:
+                        # safe_restore plan_id=<this plan> is the documented way out of "stop": it may undo it.
+                        undoing_it = self.rep.stage == "restore" and self.rep.plan_id == begin["plan_id"]
+                        # An interrupted restore or prune left no half-done state, only leftovers to sweep.
+                        side = begin.get("kind") in SIDE_KINDS
+                        if (self.policy.on_unfinished_plan == "stop" and not self.s.check_mode and not undoing_it
+                                and not side):
+                            raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
+                                              "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
+                                              % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
+                        result = self._recover_side(begin) if side else self._recover_one(begin)
                     if not self.s.check_mode:
                         try:
                             journal.finish("recovered" if result["ok"] else "failed_rollback", by_run=self.run_id)
@@ -191,12 +202,12 @@ class Run(object):
                 finally:
                     journal.close()
                 self.recovery.append(result)
-                self.rep.event("recovery", "success" if result["ok"] else "failure", recovered_plan_id=begin["plan_id"],
-                               recovered_run_id=begin["run_id"], paths=result["paths"], msg=result["msg"])
+                self.rep.event("recovery", "success" if result["ok"] else "failure", recovered_plan_id=result["plan_id"],
+                               recovered_run_id=result["run_id"], paths=result["paths"], msg=result["msg"])
                 if not result["ok"] and not self.s.check_mode:
                     # Never carry on over a root a crash left inconsistent (SPEC 4.7).
                     raise RestoreFailedError("%s; nothing else was done. Inspect the paths, then use safe_restore "
-                                             "plan_id=%s or targets=... to finish by hand" % (result["msg"], begin["plan_id"]))
+                                             "plan_id=%s or targets=... to finish by hand" % (result["msg"], result["plan_id"]))
             if retired:
                 jr.expire_retired(jdir)
         finally:
@@ -293,7 +304,16 @@ class Run(object):
         """Undo one journaled action from what the filesystem shows; True when something changed."""
         sname = bk.sidecar_name(target.name, tag, act["backup_ms"])
         pname = bk.payload_name(target.name, tag, act["backup_ms"])
-        meta = bk.read_sidecar(bdir, sname)
+        bad = None
+        try:
+            parsed = bk.load_sidecar(bdir, sname, tag)
+            meta = parsed.meta if parsed is not None else None
+            if meta is not None and meta["prior_kind"] != "absent":
+                pst = fs.lstat_at(bdir, pname)
+                if pst is not None:
+                    bk.check_payload_kind(sname, meta["prior_kind"], pst)
+        except bk.sc.SidecarInvalid as e:
+            meta, bad = None, e
         st = target.lstat()
         swapped = fs.kind_of(st) == "symlink" and fs.readlink_at(target.parent_fd, target.name) == act["link_text"]
         if not swapped:
@@ -303,11 +323,16 @@ class Run(object):
                 return False
             if meta is None:
                 if fs.lstat_at(bdir, pname) is not None and _same_entry(target, bdir, pname):
-                    fs.unlink_at(bdir, pname)  # payload without sidecar: an incomplete backup
+                    fs.unlink_at(bdir, pname)  # payload without sidecar (or with an unusable one): a duplicate
+                    if bad is not None:
+                        fs.unlink_at(bdir, sname)
             elif bk.target_matches_backup(target, bk.Backup(bdir, act["backup_ms"], sname, meta),
                                           self.policy.preservation_tier):
                 bk.remove_backup(bk.Backup(bdir, act["backup_ms"], sname, meta), self.durability)
             return False
+        if bad is not None:
+            raise RestoreFailedError("%s was swapped but its backup is unusable: %s; left as is"
+                                     % (act["target"], bad), path=act["target"])
         if meta is None:
             raise RestoreFailedError("%s was swapped but its backup %s has no complete sidecar; left as is"
                                      % (act["target"], pname), path=act["target"])
@@ -323,6 +348,22 @@ def _recovery_changed(run):
     """A recovery that ran for real changed the root: it put targets back, or at least removed the
     interrupted plan's leftover backups and temps and closed its journal."""
     return any(r["paths"] or not r["dry_run"] for r in run.recovery)
+
+
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def _journal_ids(name, begin):
+    """(plan_id, run_id) of a journal for reports: the record's own when they are UUIDs, else the run id in the
+    journal's name, else the nil UUID.  Never raises on a garbage record."""
+    begin = begin if isinstance(begin, dict) else {}
+    stem = name[:-len(jr.JOURNAL_SUFFIX)] if name.endswith(jr.JOURNAL_SUFFIX) else ""
+
+    def ok(value):
+        return isinstance(value, str) and jr._UUID_RE.match(value) is not None
+    rid = begin.get("run_id") if ok(begin.get("run_id")) else (stem if ok(stem) else _NIL_UUID)
+    pid = begin.get("plan_id") if ok(begin.get("plan_id")) else _NIL_UUID
+    return pid, rid
 
 
 def _same_entry(target, bdir, pname):
@@ -715,9 +756,15 @@ def _restore_row(run, action, which):
         row.data["current_kind"] = fs.kind_of(st)
         pf.path_policy_gate(row, run.policy, action.target, target.real_rel)
         bdir = run.store.dir_for(target, create=False)
-        backups = run.store.list(target, bdir) if bdir is not None else []
+        scan = run.store.scan(target, bdir) if bdir is not None else bk.Scan()
+        backups = scan.usable
         try:
+            for r in scan.rejected:
+                row.warn(r.describe())
             b = pf.restore_ready_gate(row, run.policy, backups, which)
+            if b is None and scan.rejected and row.data["stops"]:
+                # Name every unusable sidecar (file and field) in the STOP itself, not only in the warnings.
+                row.data["stops"][-1]["msg"] += " (%s)" % "; ".join(r.describe() for r in scan.rejected)
             if b is not None:
                 row.data["planned_kind"] = b.prior_kind
                 row.data["noop"] = bk.target_matches_backup(target, b, run.policy.preservation_tier)
@@ -1068,10 +1115,14 @@ def _plan_backups(run, plan_id):
     if jdir is not None:
         try:
             # Retired (finished) journals, then the live directory.
-            for _name, begin, _later in jr.finished_journals_of(jdir, plan_id) + jr.list_journals(jdir):
-                if begin.get("plan_id") != plan_id or begin.get("kind") != "apply":
+            for name, begin, _later in jr.finished_journals_of(jdir, plan_id) + jr.list_journals(jdir):
+                if not isinstance(begin, dict) or begin.get("plan_id") != plan_id or begin.get("kind") != "apply":
                     continue
-                for a in begin.get("actions", []):
+                try:
+                    jr.check_begin(name, begin)
+                except jr.JournalInvalid as e:
+                    raise RestoreFailedError("%s; nothing was restored from it. Restore by targets instead" % e)
+                for a in begin["actions"]:
                     if a["target"] not in newest or a["backup_ms"] > newest[a["target"]][1]:
                         newest[a["target"]] = (a["target"], a["backup_ms"], begin["tag"])
         finally:
@@ -1152,8 +1203,14 @@ def _restore_run(run, plan, which, prepared, results, rows):
         bdir = run.store.dir_for(target, create=False)
         prepared.append((target, bdir))
         store = bk.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
-        backups = store.list(target, bdir) if bdir is not None else []
+        scan = store.scan(target, bdir) if bdir is not None else bk.Scan()
+        backups = scan.usable
         if ms is not None:
+            for r in scan.rejected:  # (a restore by targets reported them in its preflight rows)
+                run.rep.warnings.append("%s: %s" % (rel, r.describe()))
+            bad = [r for r in scan.rejected if r.ms == ms]
+            if bad:
+                raise RestoreFailedError("%s; nothing was restored" % bad[0].describe(), path=rel)
             chosen = [b for b in backups if b.ms == ms]
             if not chosen:
                 results.append({"path": rel, "result": "unchanged", "note": "backup of this plan is gone (already "
@@ -1162,7 +1219,7 @@ def _restore_run(run, plan, which, prepared, results, rows):
                 continue
             b = chosen[0]
         else:
-            b = bk.require_backup(backups, which, target)
+            b = bk.require_backup(backups, which, target, scan.rejected)
         bk.verify_backup(b, run.policy)
         prepared[-1] = (target, bdir, b)
     run.rep.event("apply.attempt", "success", actions=len(items), **run.lock_facts)
@@ -1270,8 +1327,28 @@ def _close_prepared(prepared):
             os.close(entry[1])
 
 
+def _retained(backups, count, age, now, keep_original):
+    """The backups (newest first) prune keeps: the newest always; those within count and age; and, with
+    keep_original, the newest one holding regular-file bytes (after file -> link -> link it is the only
+    copy of the original file, however old).  Returns (kept, the one kept only for being that copy or None)."""
+    keep = []
+    for i, b in enumerate(backups):
+        too_many = count is not None and i >= count
+        too_old = age is not None and (now - b.ms) / 1000.0 > age
+        if i == 0 or not (too_many or too_old):
+            keep.append(b)
+    if keep_original:
+        newest_file = next((b for b in backups if b.prior_kind == "file"), None)
+        if newest_file is not None and newest_file not in keep:
+            keep.append(newest_file)
+            return keep, newest_file
+    return keep, None
+
+
 def prune(settings, targets, retention_count=None, retention_age=None):
-    """Delete old complete backups of targets; never the newest one."""
+    """Delete old complete backups of targets; never the newest one, nor (policy.prune_keep_original) the
+    newest copy of a regular file.  Also sweeps what a killed prune left: a checked sidecar whose payload is
+    gone.  Never deletes a payload without sidecar (it may be the last copy) or a sidecar it cannot parse."""
     rels = _normalize_targets(settings, targets)
     count = retention_count if retention_count is not None else settings.policy.retention_count
     age = retention_age if retention_age is not None else settings.policy.retention_age
@@ -1296,7 +1373,7 @@ def prune(settings, targets, retention_count=None, retention_age=None):
             rep["changed"] = summary["pruned"] > 0 or _recovery_changed(run)
             return rep, err, run.rep.warnings
     finally:
-        for target, bdir, _doomed in chosen:
+        for target, bdir, _doomed, _incomplete in chosen:
             target.close()
             if bdir is not None:
                 os.close(bdir)
@@ -1314,26 +1391,35 @@ def _prune_run(run, rels, count, age, chosen, results):
     # finished by the next run (docs/durability.md).
     for rel in rels:
         target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
-        chosen.append((target, None, None))
+        chosen.append((target, None, None, ()))
         bdir = run.store.dir_for(target, create=False)
-        backups = run.store.list(target, bdir) if bdir is not None else []
-        doomed = []
-        for i, b in enumerate(backups):
-            if i == 0:
-                continue  # never the newest
-            too_many = count is not None and i >= count
-            too_old = age is not None and (now - b.ms) / 1000.0 > age
-            if too_many or too_old:
-                doomed.append(b)
-        chosen[-1] = (target, bdir, doomed)
-        results.append(_prune_result(rel, len(backups), doomed))
-    journal, jdir = _begin_side_journal(run, "prune", [(t.rel, b.ms) for t, _d, doomed in chosen for b in doomed])
+        scan = run.store.scan(target, bdir) if bdir is not None else bk.Scan()
+        backups = scan.usable
+        keep, original = _retained(backups, count, age, now, run.policy.prune_keep_original)
+        doomed = [b for b in backups if b not in keep]
+        for r in scan.rejected:
+            run.rep.warnings.append("%s: %s; prune left it alone" % (rel, r.describe()))
+        for _ms, name in scan.orphan_payloads:
+            run.rep.warnings.append("%s: backup payload %s has no sidecar; prune left it alone (it may be the "
+                                    "last copy of an original). Restore from it or remove it by hand"
+                                    % (rel, run.store.where(target, name)))
+        notes = []
+        if original is not None:
+            notes.append("kept %s beyond retention: the newest backup holding a regular file "
+                         "(policy.prune_keep_original)" % original.payload)
+        if scan.incomplete:
+            notes.append("removed %d sidecar(s) whose payload was already gone (an interrupted prune)"
+                         % len(scan.incomplete))
+        chosen[-1] = (target, bdir, doomed, scan.incomplete)
+        results.append(_prune_result(rel, len(backups), doomed, notes, scan.incomplete))
+    journal, jdir = _begin_side_journal(run, "prune", [(t.rel, b.ms) for t, _d, doomed, _i in chosen for b in doomed])
     err = None
     try:
         if not run.s.check_mode:
             # Results say what was deleted, also when a deletion fails halfway.
-            for i, (_target, _bdir, doomed) in enumerate(chosen):
+            for i, (_target, bdir, doomed, incomplete) in enumerate(chosen):
                 total = results[i]["kept"] + results[i]["pruned"]
+                notes = [results[i]["note"]] if "note" in results[i] else []
                 done = []
                 try:
                     for b in doomed:
@@ -1342,13 +1428,20 @@ def _prune_run(run, rels, count, age, chosen, results):
                         finally:
                             if fs.lstat_at(b.dir_fd, b.sidecar) is None:  # deleted (even if its fsync failed)
                                 done.append(b)
+                    # What a prune (or rollback) killed between its two unlinks left: a checked sidecar whose
+                    # payload is gone.  Its name is ours (target, tag, ms) and it holds no bytes of anything.
+                    for b in incomplete:
+                        fs.fault_point("before_unlink_backup")
+                        fs.unlink_at(bdir, b.sidecar)
+                    if incomplete:
+                        run.durability.fsync(bdir, "backup directory of %s" % results[i]["path"])
                 except BaseException:
-                    results[i] = _prune_result(results[i]["path"], total, done)
+                    results[i] = _prune_result(results[i]["path"], total, done, notes)
                     for later in range(i + 1, len(chosen)):  # nothing after the failure was deleted
                         results[later] = _prune_result(results[later]["path"], results[later]["kept"]
                                                        + results[later]["pruned"], [])
                     raise
-                results[i] = _prune_result(results[i]["path"], total, done)
+                results[i] = _prune_result(results[i]["path"], total, done, notes, incomplete)
     except (SwitchyardError, OSError) as e:
         err = e if isinstance(e, SwitchyardError) else AtomicSwapError("could not delete a backup: %s" % e)
         raise err
@@ -1359,10 +1452,14 @@ def _prune_run(run, rels, count, age, chosen, results):
     summary = {"targets": len(results), "pruned": pruned, "decision": "success",
                "backup_durable": run.durability.durable}
     rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery, **run.lock_facts)
-    rep["changed"] = pruned > 0 or _recovery_changed(run)
+    rep["changed"] = any(r["result"] == "changed" for r in results) or _recovery_changed(run)
     return rep, None, run.rep.warnings
 
 
-def _prune_result(rel, total, doomed):
-    return {"path": rel, "kept": total - len(doomed), "pruned": len(doomed),
-            "pruned_backups": [b.payload or b.sidecar for b in doomed], "result": "changed" if doomed else "unchanged"}
+def _prune_result(rel, total, doomed, notes=(), incomplete=()):
+    res = {"path": rel, "kept": total - len(doomed), "pruned": len(doomed),
+           "pruned_backups": [b.payload or b.sidecar for b in doomed],
+           "result": "changed" if (doomed or incomplete) else "unchanged"}
+    if notes:
+        res["note"] = "; ".join(notes)
+    return res

@@ -37,6 +37,7 @@ KNOBS = {
     "allow_unreliable_immutable_check": (False, bool, "Treat an undeterminable immutable flag as a warning instead of a STOP."),
     "retention_count": (None, int, "Keep at most this many backups per target (the newest is always kept)."),
     "retention_age": (None, float, "Delete backups older than this many seconds (the newest is always kept)."),
+    "prune_keep_original": (True, bool, "Prune always keeps the newest backup holding a regular file (the original's bytes), beyond retention."),
     "on_unfinished_plan": ("rollback", ("rollback", "stop"), "What any module does when it finds a plan a crash left unfinished."),
     "backup_dir": (None, str, "Keep backups in this directory (inside root) instead of next to each target."),
     "allow_side_paths_outside_root": (False, bool, "Allow lock_path, state_dir and audit_log outside root (their final component is still never a symlink)."),

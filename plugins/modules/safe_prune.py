@@ -13,7 +13,11 @@ short_description: Delete old switchyard backups, never the newest
 version_added: 0.1.0
 description:
   - Removes complete backups (payload and sidecar) of each target beyond O(retention_count) or older than
-    O(retention_age); the newest backup of a target is always kept.
+    O(retention_age); the newest backup of a target is always kept, and so is the newest backup holding a
+    regular file (the original's bytes) unless O(policy.prune_keep_original=false).
+  - A backup whose sidecar fails its field checks, and a payload without sidecar, are never deleted; they are
+    reported as warnings. A sidecar whose payload is already gone (a prune killed between its two unlinks) is
+    removed.
 options:
   targets:
     description: Host paths inside O(root) whose backups to prune.
