@@ -40,7 +40,9 @@ def _run(sb, fn, *args, **kw):
 def test_every_stage_expands_to_exactly_the_host_audit_log(tmp_path):
     sb = make_sandbox(tmp_path, tools=("ls", "cat", "head"), synthetic=4)
     links = [sb.link(n) for n in ("ls", "cat", "head", "f000", "f001", "f002", "f003")]
-    S = lambda **kw: Settings(root=sb.root, audit_log=sb.p(LOG), **kw)  # noqa: E731
+
+    def S(**kw):
+        return Settings(root=sb.root, audit_log=sb.p(LOG), **kw)
     _run(sb, preflight, S(), links)
     _run(sb, apply, S(check_mode=True), links)
     app, err = _run(sb, apply, S(), links)
