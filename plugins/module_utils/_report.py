@@ -5,7 +5,6 @@
 
 from __future__ import absolute_import, division, print_function
 
-import copy
 import datetime
 import json
 import os
@@ -143,8 +142,28 @@ def event_id(run_id, seq):
     return str(uuid.uuid5(uuid.UUID(run_id), "event/%d" % seq))
 
 
+def _kind(x):
+    if x is None or isinstance(x, bool):
+        return x  # None, True, False: their own kind (True is not 1)
+    for t in (str, int, float, dict, list):
+        if isinstance(x, t):
+            return t
+    return type(x)
+
+
 def _same(a, b):
-    return a is not _MISSING and b is not _MISSING and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """JSON equality: equal values of the same JSON type (1 is not 1.0 nor true)."""
+    if a is _MISSING or b is _MISSING or _kind(a) is not _kind(b):
+        return False
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(k in b and _same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _copy(value):
+    return json.loads(json.dumps(value))
 
 
 def _plain_link(entry):
@@ -197,7 +216,9 @@ _RULES = (
 
 
 def _key(value):
-    return json.dumps(value, sort_keys=True)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return (_kind(value), value)
 
 
 def _majority(values):
@@ -239,16 +260,16 @@ def _expand_entry_rules(stage, entry, absent):
             continue
         value = derive(stage, entry)
         if value is not _MISSING:
-            holder[key] = copy.deepcopy(value)
+            holder[key] = value  # shared here; expand_entries returns a copy
 
 
 def compact_report(rep):
     """Rewrite a verbose report (entries under ENTRY_KEYS[stage], full events) into the compact form, in place."""
     key = ENTRY_KEYS.get(rep.get("stage"))
     entries = rep.get(key) if key else None
-    full = copy.deepcopy(entries) if isinstance(entries, list) else []
+    full = _copy(entries) if isinstance(entries, list) else []
     if isinstance(entries, list):
-        entries[:] = [_compact_entry(rep["stage"], copy.deepcopy(e)) for e in entries]
+        entries[:] = [_compact_entry(rep["stage"], e) for e in _copy(entries)]
         plan = _compact_plan(entries)
         if plan:
             rep["plan"] = plan
@@ -348,27 +369,38 @@ def expand_entries(rep):
     plan = rep.get("plan") or {}
     mounts = plan.get("mounts") or {}
     out = []
-    for e in entries:
-        e = copy.deepcopy(e)
+    for e in _copy(entries):
         absent = e.pop("absent", [])
         for k in COMMON_KEYS:
             if k in plan and k not in e and k not in absent:
-                e[k] = copy.deepcopy(plan[k])
+                e[k] = plan[k]
         for k in NESTED_COMMON_KEYS:
             if isinstance(e.get(k), dict):
                 for f, v in (plan.get(k) or {}).items():
-                    e[k].setdefault(f, copy.deepcopy(v))
+                    e[k].setdefault(f, v)
         for k in MOUNT_KEYS:
             if isinstance(e.get(k), str) and e[k] in mounts:
                 m = {"mountpoint": e[k]}
-                m.update(copy.deepcopy(mounts[e[k]]))
+                m.update(mounts[e[k]])
                 e[k] = m
         _expand_entry_rules(rep["stage"], e, absent)
         out.append(e)
-    return out
+    return _copy(out)
+
+
+_TS_CACHE = {}
 
 
 def _ts_us(ts):
+    if ts in _TS_CACHE:
+        return _TS_CACHE[ts]
+    if len(_TS_CACHE) > 100000:
+        _TS_CACHE.clear()
+    _TS_CACHE[ts] = value = _parse_ts_us(ts)
+    return value
+
+
+def _parse_ts_us(ts):
     d = datetime.datetime.strptime(ts, _TS_FORMAT)
     return ((d.toordinal() * 86400 + d.hour * 3600 + d.minute * 60 + d.second) * 1000000) + d.microsecond
 
@@ -435,7 +467,7 @@ def compact_event(ev, rep, entries, seq=None, maps=None):
         out["a"] = index
     for k, v in ev.items():
         if k == "ts":
-            out["dt_us"] = _ts_us(v) - _ts_us(rep["ts"])
+            out["dt_us"] = _ts_us(v) - _ts_us(rep["ts"])  # both cached
         elif k != "stage" and not _same(base.get(k, _MISSING), v):
             out[k] = v
     omit = sorted(k for k in base if k not in ev)
@@ -448,7 +480,7 @@ def expand_events(rep):
     """The report's events exactly as the host wrote them to audit_log (a new list)."""
     events = rep.get("events") or []
     if events and "dt_us" not in events[0] and "event_id" in events[0]:
-        return copy.deepcopy(events)  # already verbose
+        return _copy(events)  # already verbose
     entries = expand_entries(rep)
     out = []
     for seq, ev in enumerate(_ungroup(events)):
@@ -459,8 +491,8 @@ def expand_events(rep):
             full.pop(k, None)
         for k, v in ev.items():
             if k not in ("a", "dt_us", "omit"):
-                full[k] = copy.deepcopy(v)
+                full[k] = v
         if "dt_us" in ev:
             full["ts"] = _ts_from_us(_ts_us(rep["ts"]) + ev["dt_us"])
         out.append(full)
-    return out
+    return _copy(out)
