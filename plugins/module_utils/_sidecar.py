@@ -24,7 +24,8 @@ KNOWN_SCHEMAS = ("backup_meta.v1", "backup_meta.v2")
 PRIOR_KINDS = ("file", "symlink", "absent")
 BACKUP_METHODS = ("hardlink", "copy", "symlink", "none")
 TIERS = ("basic", "extended", "full")
-PRESERVATION_STATUSES = ("applied", "unsupported", "failed")
+# What a copy-path backup recorded of each field; "unsupported" is how 0.1.0 spelled skipped-unsupported.
+PRESERVATION_STATUSES = ("applied", "skipped-unsupported", "unsupported", "failed")
 PRESERVATION_FIELDS = ("mode", "uid", "gid", "atime", "mtime", "xattrs")
 
 MAX_SIDECAR_BYTES = 1 << 20          # a real sidecar is well under 4 KiB plus its xattrs
