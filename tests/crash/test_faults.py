@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import crashkit as ck
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 SMALL = 10
 # fsyncs of a first apply of SMALL links (group commit): 4 new state directories, journal file, journal

@@ -11,7 +11,7 @@ import os
 import pytest
 
 import crashkit as ck
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 N = 120  # 118 files (t000..t117) and 2 symlinks (t118, t119), restored in that order
 # restore after an apply: journal file + directory fsync, per file the temp and the directory, per

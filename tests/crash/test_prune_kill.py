@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 import crashkit as ck
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 N = 6  # targets, all regular files (prune_keep_original protects regular-file bytes)
 UNLINKS = 2 * N  # the payload and the sidecar of each target's b1

@@ -25,7 +25,7 @@ import shlex
 
 import pytest
 
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import redact
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, redact
 
 pytestmark = pytest.mark.xdist_group("fleet")
 
@@ -48,7 +48,6 @@ PREFLIGHT_FAIL = "Fail the host when the preflight found a STOP"
 # leaves behind (backups and sidecars next to the targets, its state dir, its lock).
 _STATE_PY = r"""
 import glob, hashlib, json, os, stat, sys
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
 paths, dirs = json.loads(sys.argv[1])
 info = {}
 for p in paths:

@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 
 from harness import REPO, run_playbook
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 CONTEXT = ("host", "task", "task_action", "play")
 

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox, sha256  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors, redact  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 
 def _links_yaml(sb, names):

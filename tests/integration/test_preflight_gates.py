@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from harness import run_playbook
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
 CHATTR = shutil.which("chattr")
 

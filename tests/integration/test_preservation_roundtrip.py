@@ -14,7 +14,7 @@ from sandbox import Sandbox  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, restore  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 OWNER = (4242, 4343)
 MTIME_NS = 1500000000123456789

@@ -18,7 +18,7 @@ import textwrap
 import pytest
 
 from harness import REPO, VENV_BIN, ansible_env, default_python, run_playbook
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 PLAYBOOKS = ("preflight", "swap", "rollback", "prune")
 GNU_TOOLS = ("ls", "cat", "echo", "head", "tail", "wc", "comm",

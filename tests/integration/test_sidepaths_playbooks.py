@@ -12,7 +12,7 @@ from harness import VENV_BIN, PlaybookRun, ansible_env, run_playbook, write_inve
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 SETPRIV = "/usr/bin/setpriv"
 

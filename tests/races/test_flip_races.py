@@ -13,7 +13,7 @@ import pytest
 
 import racekit as rk
 from ansible_collections.switchyard.fs.plugins.module_utils import engine
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("races")
 

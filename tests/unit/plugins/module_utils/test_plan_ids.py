@@ -8,7 +8,7 @@ from sandbox import make_sandbox  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import (  # noqa: E402
     Settings, apply, plan, preflight, restore)
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
 PINNED = "3c6becf8-ea2d-5597-a6e6-df617407157b"  # Plan("apply", [link /usr/bin/ls -> /opt/p/ls]), tests/.../test_plan.py
 

@@ -19,7 +19,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _immutable
 from ansible_collections.switchyard.fs.plugins.module_utils import _preflight as pf
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
 SETCAP = shutil.which("setcap")
 LSATTR = shutil.which("lsattr")

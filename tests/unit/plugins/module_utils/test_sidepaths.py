@@ -24,7 +24,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._engine import Run, 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (  # noqa: E402
     LockingError, PolicyError, SwitchyardError)
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_dir_beneath, open_root  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402,F401
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 MP = multiprocessing.get_context("fork")
 
