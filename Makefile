@@ -53,7 +53,7 @@ ansible-test: venv deps
 	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests/ansible_test
 
 bench: venv deps
-	$(BIN)/python tests/bench/bench_apply.py
+	$(BIN)/python tests/bench/bench_scale.py
 	$(BIN)/python tests/bench/bench_lock.py
 	$(BIN)/python tests/bench/bench_journals.py
 

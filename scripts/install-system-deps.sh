@@ -15,6 +15,8 @@ if [ "${1:-all}" != demo ]; then
   command -v ssh >/dev/null || need+=(openssh-client)
   command -v unshare >/dev/null || need+=(util-linux)
   command -v shellcheck >/dev/null || need+=(shellcheck)  # ansible-test sanity: shellcheck
+  command -v strace >/dev/null || need+=(strace)  # make bench: counts fsync/fdatasync/syncfs calls
+  [ -x /usr/bin/time ] || need+=(time)            # make bench: peak RSS of the module process (time -f %M)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

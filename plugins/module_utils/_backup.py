@@ -270,7 +270,8 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     known_hash: (content_key, sha256) from an earlier read of the same entry, reused when the file is
     provably unchanged so a large binary is read once per apply.
     batch: a DurableBatch that makes this backup durable together with the rest of the plan's."""
-    fs.remove_dead_temps(target.parent_fd, target.name)  # e.g. from a restore that was killed
+    # e.g. from a restore that was killed; a batch lists each directory once per plan, not once per target
+    fs.remove_dead_temps(target.parent_fd, target.name, batch.temps_in(target.parent_fd) if batch is not None else None)
     kind = fs.kind_of(st)
     pname = payload_name(target.name, tag, ms)
     meta = {"schema": SIDECAR_SCHEMA, "tag": tag, "target": target.rel, "created_ms": ms,

@@ -544,14 +544,17 @@ def _resolve_links(run, norm):
     links = [by_target[a.target] for a in plan.actions]
     targets = []
     acts = []
+    parents = {}  # one open handle per target directory, however many targets it holds
+    mounts = {}   # one mount probe per source directory
     try:
         for link in links:
             targets.append(resolve_beneath(run.s.root, link["target_host"], "target %s" % link["target_host"],
                                            run.root_fd))
+            targets[-1].share_parent(parents)
         _reject_aliases(targets, ["links[%d].target=%r" % (l["index"], l["target_host"]) for l in links])
         target_keys = dict((_entry_key(t.parent_fd, t.name), l) for t, l in zip(targets, links))
         for a, link, target in zip(plan.actions, links, targets):
-            src_real, sst, smount = _resolve_source(run, link, target_keys)
+            src_real, sst, smount = _resolve_source(run, link, target_keys, mounts)
             la = LinkAction(a, link, target, (src_real, sst, smount))
             acts.append(la)
             if la.kind in ("directory", "other"):
@@ -568,7 +571,16 @@ class _SourceLoopError(PolicyError):
     """A source chain that reaches a target of its own plan."""
 
 
-def _resolve_source(run, link, target_keys):
+def _dir_mount_status(cache, dir_fd):
+    """_mounts.mount_status of a directory, probed once per directory inode in a run (the dict is only read)."""
+    st = os.fstat(dir_fd)
+    key = (st.st_dev, st.st_ino)
+    if key not in cache:
+        cache[key] = _mounts.mount_status(dir_fd)
+    return cache[key]
+
+
+def _resolve_source(run, link, target_keys, mounts=None):
     """(in-root real path, lstat, mount status) of the file the source finally resolves to.  A source whose
     chain passes through any target of the plan would make the new link point at itself (or at another
     link of the same plan): invalid input."""
@@ -591,7 +603,8 @@ def _resolve_source(run, link, target_keys):
         if sst is None:
             raise PolicyError("source %s does not exist; install the provider first or fix links[].source"
                               % link["source_host"])
-        return (sparent.rstrip("/") + "/" + sname), sst, _mounts.mount_status(sfd)
+        return ((sparent.rstrip("/") + "/" + sname), sst,
+                _dir_mount_status(mounts, sfd) if mounts is not None else _mounts.mount_status(sfd))
     finally:
         os.close(sfd)
 
@@ -613,6 +626,7 @@ def _link_rows(run, acts):
         replaced[la.target.real_rel] = la.link["target"]
     rescue = pf.rescue_gate(run.s.root, run.root_fd, policy, replaced) if policy.require_rescue else None
     extra = pf.probe_extra_mounts(run.root_fd, policy.extra_mount_checks)
+    mounts = {}  # one mount probe per target directory
     rows = []
     for la in acts:
         row = pf.Row(la.action.action_id, la.link["target"], "link")
@@ -621,8 +635,8 @@ def _link_rows(run, acts):
                   "noop": la.noop, "link_text": la.link["source"]})
         pf.path_policy_gate(row, policy, la.link["target"], la.target.real_rel)
         # An already-swapped target is not written again, so only a changing one needs a writable mount.
-        d["mount"] = pf.mount_gate(row, "the target directory of %s" % la.link["target"], la.target.parent_fd,
-                                   not la.noop, True)
+        d["mount"] = pf.mount_verdict(row, "the target directory of %s" % la.link["target"],
+                                      _dir_mount_status(mounts, la.target.parent_fd), not la.noop, True)
         src_real, sst, smount = la.src_info
         # The source is only linked to and executed, never written: exec is required, rw is not (docs/preflight.md).
         d["source_mount"] = pf.mount_verdict(row, "source %s of %s" % (la.link["source"], la.link["target"]), smount,
@@ -812,6 +826,7 @@ def apply(settings, links, smoke=None):
         stale, acts = acts, []
         for la in stale:
             la.target.close()
+        del stale  # not kept alive beside the fresh resolution: a second copy of every action until the end
         plan, acts = _resolve_links(run, norm)
         rows, _rescue = _link_rows(run, acts)
         rows, stops = _finish_rows(run, rows)
@@ -860,8 +875,15 @@ def _commit(run, plan, acts, todo, checks, base):
             jdir = run.state_dir(create=True)
             jactions = []
             reserved = set()  # backup names of the whole plan, chosen before the first mutation
+            by_inode = {}  # one open handle per backup directory, however many actions back up into it
             for la in todo:
                 bdir = run.store.dir_for(la.target, create=True, durability=run.durability)
+                bst = os.fstat(bdir)
+                if (bst.st_dev, bst.st_ino) in by_inode:
+                    os.close(bdir)
+                    bdir = by_inode[(bst.st_dev, bst.st_ino)]
+                else:
+                    by_inode[(bst.st_dev, bst.st_ino)] = bdir
                 bdirs[la.action.action_id] = bdir
                 la.backup_ms = run.store.next_ms(la.target, bdir, now, reserved)
                 jactions.append({"action_id": la.action.action_id, "target": la.link["target"],
@@ -967,7 +989,7 @@ def _commit(run, plan, acts, todo, checks, base):
     finally:
         if journal is not None:
             journal.close()
-        for fd in bdirs.values():
+        for fd in set(bdirs.values()):
             os.close(fd)
         if jdir is not None:
             os.close(jdir)

@@ -82,6 +82,16 @@ class DurableBatch(object):
         self.durability = durability
         self._dirs = {}         # (st_dev, st_ino) -> own fd on the directory
         self._filesystems = {}  # st_dev -> (st_dev, st_ino) of a directory on it, for syncfs
+        self._temps = {}        # (st_dev, st_ino) -> temp-looking entries of that directory, listed once per plan
+
+    def temps_in(self, dir_fd):
+        """The entries of this directory that look like temps ('*.swy-tmp.*'), listed once per batch: a plan with
+        many targets in one directory sweeps dead temps without reading the directory once per target."""
+        st = os.fstat(dir_fd)
+        key = (st.st_dev, st.st_ino)
+        if key not in self._temps:
+            self._temps[key] = [e for e in os.listdir(dir_fd) if TEMP_MARKER in e]
+        return self._temps[key]
 
     def wrote_in(self, dir_fd):
         """A file's data was written in this directory (and the directory changed)."""
@@ -296,12 +306,13 @@ def create_exclusive_at(dirfd, name, mode=0o600):
     return fd
 
 
-def remove_dead_temps(dirfd, name):
+def remove_dead_temps(dirfd, name, entries=None):
     """Remove regular-file temps of `name` ('.<name>.swy-tmp.*') whose writer died (flock free).
-    Symlink temps cannot be locked and live for one syscall; journaled runs remove theirs on recovery."""
+    Symlink temps cannot be locked and live for one syscall; journaled runs remove theirs on recovery.
+    entries: the directory's entries listed earlier in this run (DurableBatch.temps_in), else it is listed now."""
     prefix = ".%s%s" % (name, TEMP_MARKER)
     removed = 0
-    for entry in os.listdir(dirfd):
+    for entry in (os.listdir(dirfd) if entries is None else entries):
         if not entry.startswith(prefix):
             continue
         try:

@@ -79,6 +79,7 @@ class ResolvedPath(object):
         self.parent_fd = parent_fd
         self.parent_rel = parent_rel
         self.name = name
+        self._refs = None  # [count] of the paths sharing parent_fd (share_parent), None while it is this one's own
 
     @property
     def host_path(self):
@@ -95,9 +96,31 @@ class ResolvedPath(object):
         return kind_of(self.lstat())
 
     def close(self):
-        if self.parent_fd is not None:
-            os.close(self.parent_fd)
-            self.parent_fd = None
+        if self.parent_fd is None:
+            return
+        fd, self.parent_fd = self.parent_fd, None
+        if self._refs is not None:
+            self._refs[0] -= 1
+            if self._refs[0] > 0:
+                return  # another path still uses the shared handle; the last one closes it
+        os.close(fd)
+
+    def share_parent(self, seen):
+        """Use one handle per parent directory inode across a plan: when `seen` ({(st_dev, st_ino): path}) already
+        holds a path whose parent is the same directory, close this one's handle and share that one's (the *at
+        calls act on the inode, not on the handle).  A plan's open fds then grow with its directories, not its
+        targets, so ten thousand targets fit a default 1024-fd limit."""
+        st = os.fstat(self.parent_fd)
+        key = (st.st_dev, st.st_ino)
+        first = seen.get(key)
+        if first is None or first.parent_fd is None:
+            seen[key] = self
+            return
+        if first._refs is None:
+            first._refs = [1]
+        first._refs[0] += 1
+        os.close(self.parent_fd)
+        self.parent_fd, self._refs = first.parent_fd, first._refs
 
 
 def _split(path):

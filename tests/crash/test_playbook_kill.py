@@ -133,7 +133,9 @@ def _kill_group_during_plan(proc, sb, rng):
         if os.path.isdir(jdir) and [n for n in os.listdir(jdir) if n.endswith(".journal") and n[0] != "."]:
             break  # the plan's journal has its real name: mutations are starting
         time.sleep(0.002)
-    time.sleep(rng.uniform(0.0, 0.1))
+    # Group commit made a 120-link plan short (tens of ms from the journal to the commit record on a
+    # quiet machine): a kill up to 30 ms after the journal appears lands inside it.
+    time.sleep(rng.uniform(0.0, 0.03))
     _kill_tree(proc)
 
 
