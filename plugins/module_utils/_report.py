@@ -223,6 +223,9 @@ def _key(value):
 
 def _majority(values):
     """(value, count) of the most frequent value (first seen wins a tie)."""
+    values = list(values)
+    if values and all(_same(v, values[0]) for v in values):
+        return values[0], len(values)  # the usual case, without serialising every value
     counts, first = {}, {}
     for v in values:
         k = _key(v)
@@ -267,9 +270,12 @@ def compact_report(rep):
     """Rewrite a verbose report (entries under ENTRY_KEYS[stage], full events) into the compact form, in place."""
     key = ENTRY_KEYS.get(rep.get("stage"))
     entries = rep.get(key) if key else None
-    full = _copy(entries) if isinstance(entries, list) else []
+    full = entries if isinstance(entries, list) else []
     if isinstance(entries, list):
-        entries[:] = [_compact_entry(rep["stage"], e) for e in _copy(entries)]
+        # Compaction removes keys from the entries and from their before/after/backup: copy just those levels
+        # (the verbose entries stay as they were, for the events below).
+        rep[key] = [_compact_entry(rep["stage"], _shallow(e)) for e in entries]
+        entries = rep[key]
         plan = _compact_plan(entries)
         if plan:
             rep["plan"] = plan
@@ -305,6 +311,14 @@ def _ungroup(events):
             if i:
                 dt += ev["gaps_us"][i - 1]
             out.append({"stage": ev["stage"], "a": ev["a"] + i, "dt_us": dt})
+    return out
+
+
+def _shallow(entry):
+    out = dict(entry)
+    for k in NESTED_COMMON_KEYS:
+        if isinstance(out.get(k), dict):
+            out[k] = dict(out[k])
     return out
 
 
@@ -401,7 +415,14 @@ def _ts_us(ts):
 
 
 def _parse_ts_us(ts):
-    d = datetime.datetime.strptime(ts, _TS_FORMAT)
+    if len(ts) == 27 and ts[4] == "-" and ts[10] == "T" and ts[19] == "." and ts[26] == "Z":
+        try:
+            d = datetime.datetime(int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
+                                  int(ts[17:19]), int(ts[20:26]))
+        except ValueError:
+            d = datetime.datetime.strptime(ts, _TS_FORMAT)
+    else:
+        d = datetime.datetime.strptime(ts, _TS_FORMAT)
     return ((d.toordinal() * 86400 + d.hour * 3600 + d.minute * 60 + d.second) * 1000000) + d.microsecond
 
 
