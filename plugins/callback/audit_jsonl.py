@@ -20,7 +20,8 @@ description:
     line to a file on the controller.
   - Events are taken from successful and failed task results alike (a failed
     C(safe_apply) still reports the rollback it did), and from every item of a loop.
-  - Each line is the event exactly as the module reported it, plus C(host) (the inventory
+  - Each line is the event exactly as the host wrote it to the modules' C(audit_log) (the facts carry events in
+    compact form; they are expanded first), plus C(host) (the inventory
     hostname), C(task) (the task name), C(task_action) and C(play). When the event itself
     already has one of those keys with a different value, the event's value is kept under
     C(event_<key>).
@@ -86,6 +87,7 @@ import os
 import stat
 
 from ansible.plugins.callback import CallbackBase
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events
 
 FACT_PREFIX = "switchyard_"
 CONTEXT_KEYS = ("host", "task", "task_action", "play")
@@ -116,6 +118,11 @@ def events_from_result(result_dict):
             continue
         stage_events = report.get("events")
         if isinstance(stage_events, list):
+            try:
+                # The facts carry compact events; the log gets each one whole, as the host's audit_log has it.
+                stage_events = expand_events(report)
+            except Exception:  # noqa: broad-except -- a report that does not expand is logged as it came
+                pass
             events.extend(e for e in stage_events if isinstance(e, dict))
     return events
 

@@ -1104,10 +1104,28 @@ def _apply_report(run, acts, base, err, rolled, committed, smoke_results=()):
     if err is not None:
         summary["error_id"] = err.error_id
         summary["summary_error_ids"] = err.summary_error_ids
+    base = dict(base)
+    actions = _merge_rows(base.pop("rows", []), actions, "action_id")
     report = run.rep.report(summary, actions=actions, rolled_back_paths=rolled, **base)
     report["smoke"] = list(smoke_results)
     report["changed"] = bool(changed)
     return report
+
+
+def _merge_rows(rows, entries, key):
+    """One entry per action: its preflight row's findings, then its decision and result (docs/facts.md)."""
+    by_key = dict((r[key], r) for r in rows if r.get(key) is not None)
+    merged, seen = [], set()
+    for e in entries:
+        row = by_key.get(e.get(key))
+        m = dict(row) if row is not None else {}
+        m.update(e)
+        if row is not None:
+            seen.add(e.get(key))
+        merged.append(m)
+    merged.extend(r for r in rows if r.get(key) not in seen)
+    merged.sort(key=lambda m: (m["path"], m.get("action_id") or ""))
+    return merged
 
 
 def _plan_backups(run, plan_id):
@@ -1176,7 +1194,7 @@ def _restore_report(run, results, rows, err):
     if err is not None:
         summary["error_id"] = err.error_id
         summary["summary_error_ids"] = err.summary_error_ids
-    rep = run.rep.report(summary, root=run.s.root, preset=run.policy.preset, results=results, rows=rows,
+    rep = run.rep.report(summary, root=run.s.root, preset=run.policy.preset, results=_merge_rows(rows, results, "path"),
                          recovery=run.recovery, **run.lock_facts)
     rep["changed"] = changed
     return rep

@@ -12,6 +12,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError, PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._engine import Settings
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import KNOBS, PRESETS
+from ansible_collections.switchyard.fs.plugins.module_utils._report import expand_entries
 
 
 def _knob_spec(name):
@@ -91,7 +92,7 @@ def settings_from(module):
 def _diff(report):
     """before/after per path: kind, link target, sha256, mode, owner.  Never file bytes."""
     before, after = {}, {}
-    for a in report.get("actions", []) + report.get("results", []):
+    for a in expand_entries(report):
         if a.get("result") in ("changed",) and a.get("before") is not None:
             before[a["path"]] = a["before"]
             after[a["path"]] = a.get("after")
@@ -156,9 +157,9 @@ def _names(items):
 def _failing(report, err):
     """(targets, smoke check names) that failed: STOP rows, failed actions, the error's own path, failed checks."""
     targets = []
-    for path in ([r["path"] for r in report.get("rows", []) if r.get("stops") and not r.get("overridden")]
-                 + [a["path"] for a in report.get("actions", []) + report.get("results", [])
-                    if a.get("result") in ("failed", "rollback_failed")]
+    entries = expand_entries(report)
+    for path in ([r["path"] for r in entries if r.get("stops") and not r.get("overridden")]
+                 + [a["path"] for a in entries if a.get("result") in ("failed", "rollback_failed")]
                  + [err.path]):
         if path and path not in targets:
             targets.append(path)

@@ -116,8 +116,7 @@ changed:
   type: bool
   sample: true
 plan_id:
-  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it
-    for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
+  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
   returned: success, or failure after planning
   type: str
   sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
@@ -127,8 +126,7 @@ msg:
   type: str
   sample: 2 link(s) swapped, 0 already in place
 error_id:
-  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED,
-    E_SMOKE, E_INTERNAL).
+  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED, E_SMOKE, E_INTERNAL).
   returned: failure
   type: str
   sample: E_POLICY
@@ -166,10 +164,10 @@ ansible_facts:
       type: dict
       contains:
         schema_version:
-          description: Version of the report schema.
+          description: 'Version of the report schema (2: the compact report).'
           returned: always
           type: int
-          sample: 1
+          sample: 2
         collection_version:
           description: Version of switchyard.fs that wrote the report.
           returned: always
@@ -245,6 +243,26 @@ ansible_facts:
               returned: always
               type: int
               sample: 0
+        plan:
+          description: "Facts shared by the plan's entries, said once: a key an entry lacks takes the value here; C(mounts) maps a mountpoint to the mount facts an entry's C(mount) names."
+          returned: when the report has entries that share facts
+          type: dict
+          contains:
+            mounts:
+              description: Mount facts by mountpoint.
+              returned: when an entry has a mount
+              type: dict
+              sample:
+                /:
+                  fstype: ext4
+                  rw: true
+                  exec: true
+                  method: statvfs
+            op:
+              description: The operation most entries have.
+              returned: when shared
+              type: str
+              sample: link
         recovery:
           description: Plans a crash left unfinished that this run rolled back first (empty normally).
           returned: always
@@ -261,122 +279,8 @@ ansible_facts:
           returned: always
           type: dict
           sample: {}
-        rows:
-          description: One row per planned action, ordered by (path, action_id), with every gate's result.
-          returned: when planning got as far as the preflight
-          type: list
-          elements: dict
-          contains:
-            action_id:
-              description: UUIDv5 of the action; the same on every host and in check mode.
-              returned: always
-              type: str
-              sample: 2271eb51-67c7-5101-bec3-de90281d5b91
-            path:
-              description: The target, as seen from inside O(root).
-              returned: always
-              type: str
-              sample: /usr/bin/cat
-            op:
-              description: V(link) for a swap, V(restore) for a restore.
-              returned: always
-              type: str
-              sample: link
-            source:
-              description: The link's source, as seen from inside O(root).
-              returned: for links
-              type: str
-              sample: /opt/provider/bin/cat
-            link_text:
-              description: The text the link will hold.
-              returned: for links
-              type: str
-              sample: /opt/provider/bin/cat
-            current_kind:
-              description: What the target is now.
-              returned: always
-              type: str
-              sample: file
-            planned_kind:
-              description: What the target will be.
-              returned: always
-              type: str
-              sample: symlink
-            noop:
-              description: The target already is what the plan wants.
-              returned: always
-              type: bool
-              sample: false
-            policy_ok:
-              description: No STOP for this row.
-              returned: always
-              type: bool
-              sample: true
-            stops:
-              description: Why the row stops; empty when the row's C(policy_ok) is true.
-              returned: always
-              type: list
-              elements: dict
-              contains:
-                msg:
-                  description: What stops and how to change it.
-                  returned: always
-                  type: str
-                  sample: /usr/bin/ls is under forbidden path /usr/bin (remove it from policy.forbid_paths to proceed)
-                knob:
-                  description: The policy knob (or option) that changes the decision.
-                  returned: always
-                  type: str
-                  sample: forbid_paths
-                error_id:
-                  description: The error id the STOP fails with.
-                  returned: always
-                  type: str
-                  sample: E_POLICY
-              sample: []
-            warnings:
-              description: Findings that do not stop the row.
-              returned: always
-              type: list
-              elements: str
-              sample: []
-            notes:
-              description: Informational findings (package ownership, diversions, alternatives).
-              returned: always
-              type: list
-              elements: str
-              sample: []
-            mount:
-              description: Mount of the target's directory - mountpoint, fstype, rw, exec, method.
-              returned: for links and restores
-              type: dict
-              sample:
-                exec: true
-                fstype: ext4
-                method: statvfs
-                mountpoint: /
-                rw: true
-            immutable_detection_method:
-              description: V(ioctl), V(lsattr), V(unknown) or V(not_applicable).
-              returned: when probed
-              type: str
-              sample: ioctl
-            provenance:
-              description: Owner uid/gid and owning package (C(pkg), C(backend)) when a package database knows it.
-              returned: for links
-              type: dict
-              sample:
-                backend: null
-                gid: 0
-                pkg: null
-                uid: 0
-            restore_ready:
-              description: A complete backup exists and its hash verifies.
-              returned: for restores
-              type: bool
-              sample: true
         actions:
-          description: One entry per link, in the order applied.
+          description: "One entry per link, in the order applied. One entry per action: its preflight findings (the former rows), its decision and its result. Compact: what most entries share is in C(plan), derived fields are left out (the collection's facts documentation says how; C(switchyard.fs) plugin_utils C(entries()) spells them out)."
           returned: when the run got as far as applying
           type: list
           elements: dict
@@ -403,7 +307,7 @@ ansible_facts:
               sample: changed
             hash_alg:
               description: Always V(sha256).
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: str
               sample: sha256
             before_hash:
@@ -413,9 +317,9 @@ ansible_facts:
               sample: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
             after_hash:
               description: sha256 of the target after the swap (null for a symlink).
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: str
-              sample: null
+              sample:
             before:
               description: The target before the swap.
               returned: always
@@ -453,7 +357,7 @@ ansible_facts:
                   sample: 28
             after:
               description: The target after the swap.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: dict
               contains: *id001
             backup:
@@ -493,7 +397,100 @@ ansible_facts:
                   sample: 1796136349399
             backup_durable:
               description: Every fsync for this action's backup succeeded.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: bool
+              sample: true
+            op:
+              description: V(link) for a swap, V(restore) for a restore.
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: str
+              sample: link
+            link_text:
+              description: The text the link will hold.
+              returned: for links
+              type: str
+              sample: /opt/provider/bin/cat
+            current_kind:
+              description: What the target is now.
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: str
+              sample: file
+            planned_kind:
+              description: What the target will be.
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: str
+              sample: symlink
+            noop:
+              description: The target already is what the plan wants.
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: bool
+              sample: false
+            policy_ok:
+              description: No STOP for this row.
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: bool
+              sample: true
+            stops:
+              description: Why the row stops; empty when the row's C(policy_ok) is true.
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: list
+              elements: dict
+              contains:
+                msg:
+                  description: What stops and how to change it.
+                  returned: always
+                  type: str
+                  sample: /usr/bin/ls is under forbidden path /usr/bin (remove it from policy.forbid_paths to proceed)
+                knob:
+                  description: The policy knob (or option) that changes the decision.
+                  returned: always
+                  type: str
+                  sample: forbid_paths
+                error_id:
+                  description: The error id the STOP fails with.
+                  returned: always
+                  type: str
+                  sample: E_POLICY
+              sample: []
+            warnings:
+              description: Findings that do not stop the row.
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: list
+              elements: str
+              sample: []
+            notes:
+              description: Informational findings (package ownership, diversions, alternatives).
+              returned: unless it is the plan's value (in C(plan)) or derived
+              type: list
+              elements: str
+              sample: []
+            mount:
+              description: Mount of the target's directory - mountpoint, fstype, rw, exec, method.
+              returned: for links and restores
+              type: dict
+              sample:
+                exec: true
+                fstype: ext4
+                method: statvfs
+                mountpoint: /
+                rw: true
+            immutable_detection_method:
+              description: V(ioctl), V(lsattr), V(unknown) or V(not_applicable).
+              returned: when probed
+              type: str
+              sample: ioctl
+            provenance:
+              description: Owner uid/gid and owning package (C(pkg), C(backend)) when a package database knows it.
+              returned: for links
+              type: dict
+              sample:
+                backend:
+                gid: 0
+                pkg:
+                uid: 0
+            restore_ready:
+              description: A complete backup exists and its hash verifies.
+              returned: for restores
               type: bool
               sample: true
         smoke:
@@ -549,14 +546,13 @@ ansible_facts:
           type: int
           sample: 1
         events:
-          description: The audit events of the run (also appended to O(audit_log) when set), in order.
+          description: 'The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts) are derived and per-action events reference their entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl) callback get every event in full.'
           returned: always
           type: list
           elements: dict
           contains:
             stage:
-              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result),
-                V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
+              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result), V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
               returned: always
               type: str
               sample: apply.result
@@ -566,127 +562,167 @@ ansible_facts:
               type: str
               sample: success
             seq:
-              description: Position of the event in the run.
-              returned: always
+              description: Position of the event in the run; given only when not its position in the list.
+              returned: when not its position
               type: int
               sample: 5
-            ts:
-              description: UTC timestamp.
-              returned: always
-              type: str
-              sample: '2026-12-01T14:45:49.394393Z'
-            plan_id:
-              description: The plan.
-              returned: always
-              type: str
-              sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-            run_id:
-              description: The run.
-              returned: always
-              type: str
-              sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
-            event_id:
-              description: Unique id of the event.
-              returned: always
-              type: str
-              sample: 7b2461d6-c792-4abc-ad26-e7b6292c5f3a
             path:
               description: The target the event is about.
-              returned: for per-target events
+              returned: for per-target events without an entry (C(a))
               type: str
               sample: /usr/bin/cat
+            a:
+              description: Index of the entry the event is about; the event does not repeat the entry's fields.
+              returned: for per-action events
+              type: int
+              sample: 0
+            dt_us:
+              description: "When: microseconds from the report's C(ts)."
+              returned: always
+              type: int
+              sample: -5429
+            n:
+              description: How many consecutive events of consecutive entries this record stands for.
+              returned: for a group
+              type: int
+              sample: 2
+            gaps_us:
+              description: Microseconds from each event of a group to the next.
+              returned: for a group
+              type: list
+              sample:
+              - 39
+              elements: int
       sample:
-        schema_version: 1
+        schema_version: 2
         collection_version: 0.1.0
         stage: apply
-        plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-        run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        plan_id: 7f57ce8a-6863-55e9-8968-113758b2aa0a
+        run_id: 2ad40bf8-7737-4c86-bdd9-a5ae94aef132
         dry_run: false
-        ts: '2026-12-01T14:45:49.398201Z'
+        ts: '2026-12-01T15:42:27.012148Z'
+        summary:
+          actions: 2
+          changed: 2
+          unchanged: 0
+          rolled_back: 0
+          backup_durable: true
+          decision: success
+        actions:
+        - action_id: beaaa3c3-a1eb-59ee-8d79-d8598ff95fbf
+          path: /usr/bin/cat
+          source: /opt/prov/bin/cat
+          result: changed
+          before_hash: 008f819498fe591f3cc920d543709347d8d14a139bb3482bc2cd8635c1b3162e
+          before:
+            size: 44016
+          backup:
+            backup_name: .cat.switchyard.1796139746989.bak
+        - action_id: e7e949a0-44d2-528c-a219-3ac21224e6c5
+          path: /usr/bin/ls
+          source: /opt/prov/bin/ls
+          result: changed
+          before_hash: cb30d69b24245bf2ecdc9e7f53bbad19159999970b6d82c0c00c7d32d9e37aa4
+          before:
+            size: 151344
+          backup:
+            backup_name: .ls.switchyard.1796139746989.bak
+        rolled_back_paths: []
         root: /srv/sandbox
         preset: default
         recovery: []
-        summary:
-          actions: 1
-          backup_durable: true
-          changed: 1
-          decision: success
-          rolled_back: 0
-          unchanged: 0
-        rows:
-        - action_id: 2271eb51-67c7-5101-bec3-de90281d5b91
-          path: /usr/bin/cat
-          op: link
-          source: /opt/provider/bin/cat
-          link_text: /opt/provider/bin/cat
-          current_kind: file
-          planned_kind: symlink
-          noop: false
-          policy_ok: true
-          stops: []
-          warnings: []
-          notes: []
-          mount:
-            exec: true
-            fstype: ext4
-            method: statvfs
-            mountpoint: /
-            rw: true
-          immutable_detection_method: ioctl
-          source_trusted: true
         lock_backend: flock
-        lock_wait_ms: 0.01
+        lock_wait_ms: 0.005
         lock_attempts: 1
-        rolled_back_paths: []
-        actions:
-        - action_id: 2271eb51-67c7-5101-bec3-de90281d5b91
-          path: /usr/bin/cat
-          source: /opt/provider/bin/cat
-          result: changed
-          hash_alg: sha256
-          before_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
-          after_hash: null
+        events:
+        - stage: plan
+          dt_us: -26249
+          actions: 2
+          preset: default
+        - stage: preflight
+          a: 0
+          dt_us: -22581
+          n: 2
+          gaps_us:
+          - 32
+        - stage: preflight.summary
+          dt_us: -22532
+          rows: 2
+          stops: 0
+          warnings: 0
+          stop_paths: []
+          overridden: 0
+        - stage: apply.attempt
+          dt_us: -22500
+          actions: 2
+          lock_backend: flock
+          lock_wait_ms: 0.005
+          lock_attempts: 1
+        - stage: apply.result
+          a: 0
+          dt_us: -4158
+          n: 2
+          gaps_us:
+          - 2105
+        plan:
+          mounts:
+            /:
+              fstype: ext4
+              rw: true
+              exec: true
+              method: statvfs
           before:
             kind: file
             mode: '0755'
             owner: 0:0
-            sha256: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
-            size: 28
-          after:
-            kind: symlink
-            link_target: /opt/provider/bin/cat
-            mode: '0777'
-            owner: 0:0
           backup:
             backup_method: hardlink
-            backup_name: .cat.switchyard.1796136349399.bak
-            created_ms: 1796136349399
-            payload_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
-            prior_kind: file
-            sidecar: .cat.switchyard.1796136349399.bak.meta.json
-          backup_durable: true
-        smoke:
-        - name: resolve /usr/bin/cat
-          ok: true
-          rc: null
-          mode: resolve
-          detail: resolves to an executable file
-        events:
-        - schema_version: 1
-          collection_version: 0.1.0
-          stage: apply.result
-          decision: success
-          seq: 5
-          plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-          run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
-          event_id: 8abc293c-a3d4-4ef6-84d6-1c50bb776996
-          ts: '2026-12-01T14:47:58.167321Z'
-          dry_run: false
-          action_id: 2271eb51-67c7-5101-bec3-de90281d5b91
-          path: /usr/bin/cat
+            backup_preservation:
+            created_ms: 1796139746989
+          op: link
+          policy_ok: true
+          current_kind: file
+          planned_kind: symlink
+          noop: false
+          mount: /
+          source_mount: /
+          extra_mounts: []
+          source_trusted: true
+          immutable_detection_method: ioctl
+          immutable_check:
+            immutable: false
+            append_only: false
+            reliable: true
+            target:
+              method: ioctl
+              immutable: false
+              append_only: false
+              reliable: true
+              detail: FS_IOC_GETFLAGS
+            directory:
+              method: ioctl
+              immutable: false
+              append_only: false
+              reliable: true
+              detail: FS_IOC_GETFLAGS
+          provenance:
+            uid: 0
+            gid: 0
+            pkg:
+            backend:
+          backup_same_fs: true
+          preservation:
+            tier: basic
+            fields:
+            - mode
+            probed:
+            - the target directory
+          preservation_supported:
+            mode: true
           hash_alg: sha256
-          before_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
           backup_durable: true
+          swap_method: exchange
+        smoke: []
 '''
 
 from ansible_collections.switchyard.fs.plugins.module_utils._module import ArgumentSpec, run_module

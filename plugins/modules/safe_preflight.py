@@ -90,9 +90,8 @@ changed:
   sample: false
 plan_id:
   description:
-    - UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode.
-    - With O(links), the id M(switchyard.fs.safe_apply) gives the same links (rows carry its action ids); with only
-      O(restores), the id of M(switchyard.fs.safe_restore) with the same targets and O(which).
+  - UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode.
+  - With O(links), the id M(switchyard.fs.safe_apply) gives the same links (rows carry its action ids); with only O(restores), the id of M(switchyard.fs.safe_restore) with the same targets and O(which).
   returned: success, or failure after planning
   type: str
   sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
@@ -102,8 +101,7 @@ msg:
   type: str
   sample: 'preflight: 2 row(s), 0 STOP(s), 0 warning(s)'
 error_id:
-  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED,
-    E_SMOKE, E_INTERNAL).
+  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED, E_SMOKE, E_INTERNAL).
   returned: failure
   type: str
   sample: E_POLICY
@@ -141,10 +139,10 @@ ansible_facts:
       type: dict
       contains:
         schema_version:
-          description: Version of the report schema.
+          description: 'Version of the report schema (2: the compact report).'
           returned: always
           type: int
-          sample: 1
+          sample: 2
         collection_version:
           description: Version of switchyard.fs that wrote the report.
           returned: always
@@ -210,6 +208,26 @@ ansible_facts:
               returned: always
               type: bool
               sample: true
+        plan:
+          description: "Facts shared by the plan's entries, said once: a key an entry lacks takes the value here; C(mounts) maps a mountpoint to the mount facts an entry's C(mount) names."
+          returned: when the report has entries that share facts
+          type: dict
+          contains:
+            mounts:
+              description: Mount facts by mountpoint.
+              returned: when an entry has a mount
+              type: dict
+              sample:
+                /:
+                  fstype: ext4
+                  rw: true
+                  exec: true
+                  method: statvfs
+            op:
+              description: The operation most entries have.
+              returned: when shared
+              type: str
+              sample: link
         recovery:
           description: Plans a crash left unfinished that this run rolled back first (empty normally).
           returned: always
@@ -227,7 +245,7 @@ ansible_facts:
           type: dict
           sample: {}
         rows:
-          description: One row per planned action, ordered by (path, action_id), with every gate's result.
+          description: "One row per planned action, ordered by (path, action_id), with every gate's result. Compact: what most entries share is in C(plan), derived fields are left out (the collection's facts documentation says how; C(switchyard.fs) plugin_utils C(entries()) spells them out)."
           returned: always
           type: list
           elements: dict
@@ -244,7 +262,7 @@ ansible_facts:
               sample: /usr/bin/cat
             op:
               description: V(link) for a swap, V(restore) for a restore.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: str
               sample: link
             source:
@@ -259,27 +277,27 @@ ansible_facts:
               sample: /opt/provider/bin/cat
             current_kind:
               description: What the target is now.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: str
               sample: file
             planned_kind:
               description: What the target will be.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: str
               sample: symlink
             noop:
               description: The target already is what the plan wants.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: bool
               sample: false
             policy_ok:
               description: No STOP for this row.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: bool
               sample: true
             stops:
               description: Why the row stops; empty when the row's C(policy_ok) is true.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: list
               elements: dict
               contains:
@@ -301,13 +319,13 @@ ansible_facts:
               sample: []
             warnings:
               description: Findings that do not stop the row.
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: list
               elements: str
               sample: []
             notes:
               description: Informational findings (package ownership, diversions, alternatives).
-              returned: always
+              returned: unless it is the plan's value (in C(plan)) or derived
               type: list
               elements: str
               sample: []
@@ -331,9 +349,9 @@ ansible_facts:
               returned: for links
               type: dict
               sample:
-                backend: null
+                backend:
                 gid: 0
-                pkg: null
+                pkg:
                 uid: 0
             restore_ready:
               description: A complete backup exists and its hash verifies.
@@ -341,14 +359,13 @@ ansible_facts:
               type: bool
               sample: true
         events:
-          description: The audit events of the run (also appended to O(audit_log) when set), in order.
+          description: 'The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts) are derived and per-action events reference their entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl) callback get every event in full.'
           returned: always
           type: list
           elements: dict
           contains:
             stage:
-              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result),
-                V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
+              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result), V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
               returned: always
               type: str
               sample: apply.result
@@ -358,89 +375,126 @@ ansible_facts:
               type: str
               sample: success
             seq:
-              description: Position of the event in the run.
-              returned: always
+              description: Position of the event in the run; given only when not its position in the list.
+              returned: when not its position
               type: int
               sample: 5
-            ts:
-              description: UTC timestamp.
-              returned: always
-              type: str
-              sample: '2026-12-01T14:45:49.394393Z'
-            plan_id:
-              description: The plan.
-              returned: always
-              type: str
-              sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-            run_id:
-              description: The run.
-              returned: always
-              type: str
-              sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
-            event_id:
-              description: Unique id of the event.
-              returned: always
-              type: str
-              sample: 7b2461d6-c792-4abc-ad26-e7b6292c5f3a
             path:
               description: The target the event is about.
-              returned: for per-target events
+              returned: for per-target events without an entry (C(a))
               type: str
               sample: /usr/bin/cat
+            a:
+              description: Index of the entry the event is about; the event does not repeat the entry's fields.
+              returned: for per-action events
+              type: int
+              sample: 0
+            dt_us:
+              description: "When: microseconds from the report's C(ts)."
+              returned: always
+              type: int
+              sample: -5429
+            n:
+              description: How many consecutive events of consecutive entries this record stands for.
+              returned: for a group
+              type: int
+              sample: 2
+            gaps_us:
+              description: Microseconds from each event of a group to the next.
+              returned: for a group
+              type: list
+              sample:
+              - 39
+              elements: int
       sample:
-        schema_version: 1
+        schema_version: 2
         collection_version: 0.1.0
         stage: preflight
-        plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-        run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        plan_id: 7f57ce8a-6863-55e9-8968-113758b2aa0a
+        run_id: f31d3351-1c90-4ab3-8eb7-af96a5b24ac7
         dry_run: true
-        ts: '2026-12-01T14:45:49.398201Z'
-        root: /srv/sandbox
-        preset: default
-        recovery: []
+        ts: '2026-12-01T15:42:26.982473Z'
         summary:
-          dry_run: true
-          policy_ok: true
-          rows: 1
+          rows: 2
           stops: 0
           warnings: 0
+          policy_ok: true
+          dry_run: true
+        root: /srv/sandbox
+        preset: default
         rows:
-        - action_id: 2271eb51-67c7-5101-bec3-de90281d5b91
+        - action_id: beaaa3c3-a1eb-59ee-8d79-d8598ff95fbf
           path: /usr/bin/cat
+          source: /opt/prov/bin/cat
+        - action_id: e7e949a0-44d2-528c-a219-3ac21224e6c5
+          path: /usr/bin/ls
+          source: /opt/prov/bin/ls
+        recovery: []
+        events:
+        - stage: plan
+          dt_us: -2978
+          actions: 2
+          preset: default
+        - stage: preflight
+          a: 0
+          dt_us: -100
+          n: 2
+          gaps_us:
+          - 43
+        - stage: preflight.summary
+          dt_us: -37
+          rows: 2
+          stops: 0
+          warnings: 0
+          stop_paths: []
+          overridden: 0
+        plan:
+          mounts:
+            /:
+              fstype: ext4
+              rw: true
+              exec: true
+              method: statvfs
           op: link
-          source: /opt/provider/bin/cat
-          link_text: /opt/provider/bin/cat
+          policy_ok: true
           current_kind: file
           planned_kind: symlink
           noop: false
-          policy_ok: true
-          stops: []
-          warnings: []
-          notes: []
-          mount:
-            exec: true
-            fstype: ext4
-            method: statvfs
-            mountpoint: /
-            rw: true
-          immutable_detection_method: ioctl
+          mount: /
+          source_mount: /
+          extra_mounts: []
           source_trusted: true
-        events:
-        - schema_version: 1
-          collection_version: 0.1.0
-          stage: preflight.summary
-          decision: success
-          seq: 3
-          plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-          run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
-          event_id: 47d00da6-b4fe-490c-98e9-1d8ec22deebe
-          ts: '2026-12-01T14:45:48.195778Z'
-          dry_run: true
-          rows: 1
-          stops: 0
-          warnings: 0
-          overridden: 0
-          stop_paths: []
+          immutable_detection_method: ioctl
+          immutable_check:
+            immutable: false
+            append_only: false
+            reliable: true
+            target:
+              method: ioctl
+              immutable: false
+              append_only: false
+              reliable: true
+              detail: FS_IOC_GETFLAGS
+            directory:
+              method: ioctl
+              immutable: false
+              append_only: false
+              reliable: true
+              detail: FS_IOC_GETFLAGS
+          provenance:
+            uid: 0
+            gid: 0
+            pkg:
+            backend:
+          backup_same_fs: true
+          preservation:
+            tier: basic
+            fields:
+            - mode
+            probed:
+            - the target directory
+          preservation_supported:
+            mode: true
 '''
 
 from ansible_collections.switchyard.fs.plugins.module_utils._module import ArgumentSpec, run_module

@@ -78,8 +78,7 @@ changed:
   type: bool
   sample: true
 plan_id:
-  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it
-    for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
+  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
   returned: success, or failure after planning
   type: str
   sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
@@ -89,8 +88,7 @@ msg:
   type: str
   sample: 2 backup(s) pruned
 error_id:
-  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED,
-    E_SMOKE, E_INTERNAL).
+  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED, E_SMOKE, E_INTERNAL).
   returned: failure
   type: str
   sample: E_POLICY
@@ -128,10 +126,10 @@ ansible_facts:
       type: dict
       contains:
         schema_version:
-          description: Version of the report schema.
+          description: 'Version of the report schema (2: the compact report).'
           returned: always
           type: int
-          sample: 1
+          sample: 2
         collection_version:
           description: Version of switchyard.fs that wrote the report.
           returned: always
@@ -197,6 +195,23 @@ ansible_facts:
               returned: always
               type: int
               sample: 2
+        plan:
+          description: "Facts shared by the plan's entries, said once: a key an entry lacks takes the value here; C(mounts) maps a mountpoint to the mount facts an entry's C(mount) names."
+          returned: when the report has entries that share facts
+          type: dict
+          contains:
+            mounts:
+              description: Mount facts by mountpoint.
+              returned: when an entry has a mount
+              type: dict
+              sample:
+                /:
+                  fstype: ext4
+            op:
+              description: The operation most entries have.
+              returned: when shared
+              type: str
+              sample: link
         recovery:
           description: Plans a crash left unfinished that this run rolled back first (empty normally).
           returned: always
@@ -204,7 +219,7 @@ ansible_facts:
           elements: dict
           sample: []
         results:
-          description: One entry per target.
+          description: "One entry per target. Compact: what most entries share is in C(plan), derived fields are left out (the collection's facts documentation says how; C(switchyard.fs) plugin_utils C(entries()) spells them out)."
           returned: always
           type: list
           elements: dict
@@ -252,14 +267,13 @@ ansible_facts:
           type: int
           sample: 1
         events:
-          description: The audit events of the run (also appended to O(audit_log) when set), in order.
+          description: 'The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts) are derived and per-action events reference their entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl) callback get every event in full.'
           returned: always
           type: list
           elements: dict
           contains:
             stage:
-              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result),
-                V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
+              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result), V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
               returned: always
               type: str
               sample: apply.result
@@ -269,77 +283,67 @@ ansible_facts:
               type: str
               sample: success
             seq:
-              description: Position of the event in the run.
-              returned: always
+              description: Position of the event in the run; given only when not its position in the list.
+              returned: when not its position
               type: int
               sample: 5
-            ts:
-              description: UTC timestamp.
-              returned: always
-              type: str
-              sample: '2026-12-01T14:45:49.394393Z'
-            plan_id:
-              description: The plan.
-              returned: always
-              type: str
-              sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-            run_id:
-              description: The run.
-              returned: always
-              type: str
-              sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
-            event_id:
-              description: Unique id of the event.
-              returned: always
-              type: str
-              sample: 7b2461d6-c792-4abc-ad26-e7b6292c5f3a
             path:
               description: The target the event is about.
-              returned: for per-target events
+              returned: for per-target events without an entry (C(a))
               type: str
               sample: /usr/bin/cat
+            a:
+              description: Index of the entry the event is about; the event does not repeat the entry's fields.
+              returned: for per-action events
+              type: int
+              sample: 0
+            dt_us:
+              description: "When: microseconds from the report's C(ts)."
+              returned: always
+              type: int
+              sample: -5429
+            n:
+              description: How many consecutive events of consecutive entries this record stands for.
+              returned: for a group
+              type: int
+              sample: 2
+            gaps_us:
+              description: Microseconds from each event of a group to the next.
+              returned: for a group
+              type: list
+              sample:
+              - 39
+              elements: int
       sample:
-        schema_version: 1
+        schema_version: 2
         collection_version: 0.1.0
         stage: prune
-        plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-        run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
+        plan_id: f87728c7-c480-5f28-91c4-f51109f51a73
+        run_id: ff8d8b5f-e5cc-444c-a020-188e8f6d4ac3
         dry_run: false
-        ts: '2026-12-01T14:45:49.398201Z'
-        root: /srv/sandbox
-        preset: default
-        recovery: []
+        ts: '2026-12-01T15:42:27.062341Z'
         summary:
-          backup_durable: true
-          decision: success
-          pruned: 1
           targets: 1
-        lock_backend: flock
-        lock_wait_ms: 0.01
-        lock_attempts: 1
+          pruned: 1
+          decision: success
+          backup_durable: true
+        root: /srv/sandbox
         results:
-        - path: /usr/bin/ls
-          result: changed
+        - path: /usr/bin/cat
           kept: 1
           pruned: 1
           pruned_backups:
-          - .ls.switchyard.1796136349399.bak
+          - .cat.switchyard.1796139746989.bak
+          result: changed
+        recovery: []
+        lock_backend: flock
+        lock_wait_ms: 0.003
+        lock_attempts: 1
         events:
-        - schema_version: 1
-          collection_version: 0.1.0
-          stage: apply.result
-          decision: success
-          seq: 5
-          plan_id: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-          run_id: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
-          event_id: 8abc293c-a3d4-4ef6-84d6-1c50bb776996
-          ts: '2026-12-01T14:47:58.167321Z'
-          dry_run: false
-          action_id: 2271eb51-67c7-5101-bec3-de90281d5b91
-          path: /usr/bin/cat
-          hash_alg: sha256
-          before_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
-          backup_durable: true
+        - stage: prune.result
+          dt_us: -33
+          pruned: 1
+          targets: 1
 '''
 
 from ansible_collections.switchyard.fs.plugins.module_utils._module import ArgumentSpec, run_module

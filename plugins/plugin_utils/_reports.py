@@ -9,6 +9,8 @@ import copy
 import json
 import os
 
+from ansible_collections.switchyard.fs.plugins.module_utils import _report
+
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "schemas", "report.schema.json")
 FACT_KEYS = ("switchyard_preflight", "switchyard_apply", "switchyard_restore", "switchyard_prune")
@@ -28,8 +30,38 @@ def _validator():
         schema = load_schema()
         cls = jsonschema.validators.validator_for(schema)
         cls.check_schema(schema)
-        _VALIDATOR = cls(schema)
+        # The same schema with its local $refs written out: resolving a $ref per field per entry costs more
+        # than checking the field (a 200-link report validates in a few ms instead of tens).
+        _VALIDATOR = cls(_inline_refs(schema, schema))
     return _VALIDATOR
+
+
+def _resolve(schema, ref):
+    node = schema
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _inline_refs(node, schema, depth=0):
+    """node with every local "$ref" replaced by its target (the schema is not recursive; depth guards that)."""
+    if depth > 50:
+        raise ValueError("report schema: $ref nesting too deep (a recursive $ref?)")
+    if isinstance(node, list):
+        return [_inline_refs(v, schema, depth) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = dict((k, _inline_refs(v, schema, depth)) for k, v in node.items() if k != "$ref")
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target = _inline_refs(_resolve(schema, ref), schema, depth + 1)
+        if any(k in out for k in target):
+            out = {"allOf": [out, target]}
+        else:
+            out.update(target)
+    elif ref is not None:
+        out["$ref"] = ref
+    return out
 
 
 def ensure_validator():
@@ -48,6 +80,8 @@ REMOVED_KEYS = frozenset((
     "run_id", "event_id", "dry_run", "lock_wait_ms", "lock_attempts", "lock_backend",
     "before_hash", "after_hash", "payload_hash", "sha256", "backup", "backup_durable", "duration_ms",
     "created_ms", "recovered_run_id", "mode", "owner", "after",
+    # Compact events: when each event happened (offset from the report's ts, and the gaps of a group).
+    "dt_us", "gaps_us",
     # Smoke checks run only when the swap is committed: their results and the event carrying them.
     "smoke",
     # Which rename flag the filesystem accepted is known only once the rename ran.
@@ -58,7 +92,19 @@ ZERO_TS = "1970-01-01T00:00:00.000000Z"
 
 
 def _is_commit_only_event(value):
-    return isinstance(value, dict) and "stage" in value and "event_id" in value and "smoke" in value
+    # An event (compact or full), not the report (which has a stage and smoke results too).
+    return isinstance(value, dict) and "stage" in value and "smoke" in value and "summary" not in value
+
+
+def expand_events(report):
+    """A report's events exactly as the host wrote them to its audit_log: every envelope field, event_id, seq,
+    ts, and every field an event shares with its entry (docs/facts.md "Events").  A new list."""
+    return _report.expand_events(report)
+
+
+def entries(report):
+    """A report's entries (rows, actions or results) with the plan-level and derived fields written out."""
+    return _report.expand_entries(report)
 
 
 def redact(value):

@@ -15,6 +15,7 @@ import sys
 import time
 
 import jsonschema
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -149,7 +150,7 @@ class EngineResult(object):
                 "%s: %s" % ("/".join(map(str, e.path)), e.message) for e in errors[:5])
 
     def events(self, stage):
-        return [e for e in (self.report or {}).get("events", []) if e["stage"] == stage]
+        return [e for e in expand_events((self.report or {})) if e["stage"] == stage]
 
     def __repr__(self):
         return "EngineResult(rc=%s, error_id=%s, msg=%s)\n%s" % (self.rc, self.error_id, self.data.get("msg"),

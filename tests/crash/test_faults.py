@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 import crashkit as ck
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 SMALL = 10
 # fsyncs of a first apply of SMALL links (group commit): 4 new state directories, journal file, journal
@@ -62,7 +63,7 @@ def test_durability_not_required_skips_every_fsync_and_says_not_durable(small):
     res = ck.run_engine(small, "apply", kill_at="before_fsync:1", policy={"require_backup_durability": False})
     assert not res.killed and res.error_id is None, res
     assert res.report["summary"]["backup_durable"] is False
-    assert [a["backup_durable"] for a in res.report["actions"]] == [False] * SMALL
+    assert [a["backup_durable"] for a in entries(res.report)] == [False] * SMALL
     assert all(e["backup_durable"] is False for e in res.events("apply.result") if e.get("action_id"))
     assert ck.check_consistent(small) == "link"
     # The same kill point does fire when durability is required (the test can fail).
@@ -73,7 +74,7 @@ def test_durability_not_required_skips_every_fsync_and_says_not_durable(small):
 def test_backup_durable_is_true_per_action_and_in_summary_when_every_fsync_succeeds(small):
     res = ck.run_engine(small, "apply")
     assert res.report["summary"]["backup_durable"] is True
-    assert [a["backup_durable"] for a in res.report["actions"]] == [True] * SMALL
+    assert [a["backup_durable"] for a in entries(res.report)] == [True] * SMALL
 
 
 # -- full disk ------------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ def test_backup_dir_on_another_filesystem_copies_fsyncs_and_restores(tmp_path):
         policy = {"backup_dir": "/var/backups", "allow_degraded_fs": True}
         res = ck.run_engine(sb, "apply", policy=policy)
         assert res.error_id is None, res
-        files = [a for a in res.report["actions"] if a["before"]["kind"] == "file"]
+        files = [a for a in entries(res.report) if a["before"]["kind"] == "file"]
         assert files and all(a["backup"]["backup_method"] == "copy" for a in files)
         assert res.report["summary"]["backup_durable"] is True
         for rel, metas in ck.backups(sb, broot).items():
@@ -256,7 +257,7 @@ def test_restore_plan_id_of_an_interrupted_plan_rolls_it_back_once(small):
     assert res.error_id is None, res
     assert res.report["changed"] is True  # this run's recovery put 6 targets back
     assert len(res.report["recovery"][0]["paths"]) == 6
-    assert all(r["result"] == "unchanged" for r in res.report["results"])
+    assert all(r["result"] == "unchanged" for r in entries(res.report))
     assert_untouched(small)
     again = ck.run_engine(small, "restore", plan_id=plan_id)
     assert again.error_id is None and again.report["changed"] is False and again.report["recovery"] == []

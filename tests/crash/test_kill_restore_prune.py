@@ -11,6 +11,7 @@ import os
 import pytest
 
 import crashkit as ck
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 N = 120  # 118 files (t000..t117) and 2 symlinks (t118, t119), restored in that order
 # restore after an apply: journal file + directory fsync, per file the temp and the directory, per
@@ -130,7 +131,7 @@ def test_prune_that_fails_halfway_is_finished_by_the_next_run(sandbox):
     assert not res.raised and res.error_id == "E_ATOMIC_SWAP", res
     # The failure still returns the whole report, and it says what was deleted: the first backup only.
     assert res.report["summary"]["decision"] == "failure" and res.report["summary"]["pruned"] == 1, res.report
-    assert [r["pruned"] for r in res.report["results"]] == [1] + [0] * (N - 1)
+    assert [r["pruned"] for r in entries(res.report)] == [1] + [0] * (N - 1)
     assert res.report["changed"] is True and res.events("prune.result")[-1]["decision"] == "failure"
     assert len(ck.unfinished(sandbox)) == 1
     assert sum(len(v) for v in ck.backups(sandbox).values()) == 2 * N - 1

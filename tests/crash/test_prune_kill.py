@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 import crashkit as ck
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 N = 6  # targets, all regular files (prune_keep_original protects regular-file bytes)
 UNLINKS = 2 * N  # the payload and the sidecar of each target's b1
@@ -64,7 +65,7 @@ def test_retention_count_1_keeps_the_only_copy_of_the_original(three_backups):
     sb = three_backups
     res = ck.run_engine(sb, "prune", retention_count=1)
     assert res.error_id is None, res
-    for r in res.report["results"]:
+    for r in entries(res.report):
         assert r["pruned"] == 1 and r["kept"] == 2, r
         assert "prune_keep_original" in r["note"], r
     bks = ck.backups(sb)
@@ -77,7 +78,7 @@ def test_prune_keep_original_false_deletes_down_to_the_newest(three_backups):
     sb = three_backups
     res = ck.run_engine(sb, "prune", retention_count=1, policy={"prune_keep_original": False})
     assert res.error_id is None, res
-    assert all(r["pruned"] == 2 and r["kept"] == 1 for r in res.report["results"]), res.report["results"]
+    assert all(r["pruned"] == 2 and r["kept"] == 1 for r in entries(res.report)), entries(res.report)
     assert all(len(v) == 1 and v[0][1]["prior_kind"] == "symlink" for v in ck.backups(sb).values())
 
 

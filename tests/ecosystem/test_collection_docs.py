@@ -66,8 +66,8 @@ def _props(schema, ref):
 
 
 # Documented sub-structure of each report -> the schema definition that holds its fields.
-NESTED = {"summary": "summary", "rows": "row", "actions": "action", "results": "result", "smoke": "smoke",
-          "events": "event"}
+NESTED = {"summary": "summary", "rows": "entry", "actions": "entry", "results": "entry", "plan": "plan",
+          "smoke": "smoke", "events": "event"}
 
 
 @pytest.mark.parametrize("module", MODULES)

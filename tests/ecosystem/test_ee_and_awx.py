@@ -22,6 +22,7 @@ import sys
 
 import pytest
 import yaml
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -202,7 +203,7 @@ def test_swap_check_and_rollback_jobs_through_ansible_runner_with_survey_answers
     assert len(applied) == 1 and applied[0]["changed"]
     plan_id = applied[0]["plan_id"]
     assert plan_id == dry[0]["plan_id"]
-    assert sorted(a["path"] for a in applied[0]["ansible_facts"]["switchyard_apply"]["actions"]) == \
+    assert sorted(a["path"] for a in entries(applied[0]["ansible_facts"]["switchyard_apply"])) == \
         sorted("/usr/bin/" + t for t in TOOLS)
     for tool in TOOLS:
         assert os.readlink(os.path.join(root, "usr/bin", tool)).endswith("/" + tool)

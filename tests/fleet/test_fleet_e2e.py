@@ -25,7 +25,7 @@ import shlex
 
 import pytest
 
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import redact
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, redact
 
 pytestmark = pytest.mark.xdist_group("fleet")
 
@@ -270,7 +270,7 @@ def test_check_diff_predicts_the_swap_which_runs_and_rolls_back_byte_identical(c
         assert d["diff"] == r["diff"], h
         da, ra = d["ansible_facts"]["switchyard_apply"], r["ansible_facts"]["switchyard_apply"]
         assert da["dry_run"] is True and ra["dry_run"] is False
-        assert {a["path"] for a in da["actions"]} == {a["path"] for a in ra["actions"]} == targets
+        assert {a["path"] for a in entries(da)} == {a["path"] for a in entries(ra)} == targets
         assert without_smoke(da) == without_smoke(ra), h
         assert redact(dry_pre[h.name]["ansible_facts"]["switchyard_preflight"]) == \
             redact(task_results(real, PREFLIGHT)[h.name]["ansible_facts"]["switchyard_preflight"]), h
@@ -392,7 +392,7 @@ def test_a_faulty_canary_stops_the_rollout(clean, fleet):
         pre = task_results(run, PREFLIGHT)[canary.name]
         assert not pre.get("failed") and pre["error_id"] == "E_POLICY", pre
         assert task_results(run, PREFLIGHT_FAIL)[canary.name]["msg"] == pre["msg"]
-        rows = pre["ansible_facts"]["switchyard_preflight"]["rows"]
+        rows = entries(pre["ansible_facts"]["switchyard_preflight"])
         stop = [row for row in rows if row["path"] == immutable][0]
         assert stop["policy_ok"] is False and stop["immutable_check"] not in (None, "unknown"), stop
         assert immutable in pre["msg"] or "immutable" in json.dumps(stop), pre["msg"]

@@ -7,6 +7,7 @@ import jsonschema
 import pytest
 
 from harness import REPO, run_playbook
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 CONTEXT = ("host", "task", "task_action", "play")
 
@@ -44,7 +45,8 @@ PLAYBOOK = """
 def event_validator():
     with open(os.path.join(REPO, "schemas", "report.schema.json")) as f:
         schema = json.load(f)
-    event_schema = {"$schema": schema.get("$schema"), "$defs": schema["$defs"], "$ref": "#/$defs/event"}
+    # The callback writes full audit events (the facts carry them compact, #/$defs/event).
+    event_schema = {"$schema": schema.get("$schema"), "$defs": schema["$defs"], "$ref": "#/$defs/audit_event"}
     cls = jsonschema.validators.validator_for(event_schema)
     return cls(event_schema)
 
@@ -59,7 +61,7 @@ def reported_events(run, host):
                 continue
             for key, report in sorted((res.get("ansible_facts") or {}).items()):
                 if key.startswith("switchyard_"):
-                    out.extend((task["task"]["name"], e) for e in report.get("events", []))
+                    out.extend((task["task"]["name"], e) for e in expand_events(report))
     return out
 
 
@@ -103,6 +105,38 @@ def test_every_event_of_every_task_is_one_valid_json_line(tmp_path, sandbox):
 
     failed = [r for r in records if r["task"] == "Apply with a failing smoke check"]
     assert any(r["stage"] == "rollback.summary" for r in failed)
+
+
+def test_callback_lines_equal_the_host_audit_log_lines(tmp_path, sandbox):
+    """The facts carry compact events; the callback expands them and must write exactly what the host wrote."""
+    audit = tmp_path / "controller" / "audit.jsonl"
+    host_log = sandbox.p("/var/log/switchyard/audit.jsonl")
+    links = [sandbox.link("ls"), sandbox.link("cat")]
+    yaml = PLAYBOOK.format(root=sandbox.root, links=json.dumps(links), more=json.dumps([sandbox.link("head")]),
+                           targets=json.dumps([link["target"] for link in links]))
+    yaml = yaml.replace('      root: "%s"\n' % sandbox.root,
+                        '      root: "%s"\n      audit_log: "%s"\n' % (sandbox.root, host_log))
+    assert "audit_log" in yaml
+    run = run_playbook(tmp_path, yaml, env={"ANSIBLE_CALLBACKS_ENABLED": "switchyard.fs.audit_jsonl",
+                                            "SWITCHYARD_AUDIT_JSONL": str(audit)})
+    assert run.rc == 0, run
+    with open(host_log) as f:
+        host = [json.loads(line) for line in f.read().splitlines()]
+    with open(str(audit)) as f:
+        controller = [dict((k, v) for k, v in json.loads(line).items() if k not in CONTEXT)
+                      for line in f.read().splitlines()]
+    stages = set(e["stage"] for e in host)
+    assert {"plan", "preflight", "preflight.summary", "apply.result", "rollback", "rollback.summary", "restore"} <= stages
+    assert len(host) > 20 and controller == host
+    # and the facts really are compact: per-action events there carry no envelope and reference their entry
+    facts = [e for _t, e in reported_events(run, "localhost")]
+    assert facts == host
+    for play in run.data["plays"]:
+        for task in play["tasks"]:
+            for key, report in (task["hosts"]["localhost"].get("ansible_facts") or {}).items():
+                if key.startswith("switchyard_"):
+                    assert all("run_id" not in e and "event_id" not in e for e in report["events"])
+                    assert any("a" in e for e in report["events"])
 
 
 def test_a_second_run_appends(tmp_path, sandbox):

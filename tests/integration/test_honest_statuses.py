@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -87,13 +88,13 @@ def test_restore_by_plan_id_with_tampered_backup_or_unknown_plan_returns_the_ful
     rep = res["ansible_facts"]["switchyard_restore"]
     assert validation_errors(rep) == [] and rep["plan_id"] == plan_id == res["plan_id"]
     assert rep["summary"]["decision"] == "failure" and rep["summary"]["error_id"] == "E_RESTORE_FAILED"
-    failure = [e for e in rep["events"] if e["decision"] == "failure"]
+    failure = [e for e in expand_events(rep) if e["decision"] == "failure"]
     assert failure and "does not match its sidecar" in failure[-1]["msg"]
     assert os.readlink(sb.p("/usr/bin/ls")) == "/opt/prov/bin/ls"  # nothing was touched
     res = r2.result("unknown")
     assert res["failed"] and res["error_id"] == "E_BACKUP_MISSING" and res["exit_code"] == 60, res
     rep = res["ansible_facts"]["switchyard_restore"]
-    assert validation_errors(rep) == [] and rep["plan_id"] == unknown and rep["events"]
+    assert validation_errors(rep) == [] and rep["plan_id"] == unknown and expand_events(rep)
     assert rep["lock_backend"] == "flock" and rep["lock_attempts"] >= 1
 
 

@@ -8,6 +8,7 @@ from harness import run_playbook  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox, sha256  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries as report_entries  # noqa: E402
 
 
 def merged_usr(tmp_path):
@@ -86,5 +87,5 @@ def test_restore_of_a_user_owned_setuid_file_is_not_setuid_root(tmp_path):
     assert r.rc == 0, r
     st = os.lstat(p)
     assert stat.S_ISREG(st.st_mode) and not (st.st_mode & stat.S_ISUID), oct(st.st_mode)
-    applied = r.result("back")["ansible_facts"]["switchyard_restore"]["results"][0]["preservation_applied"]
+    applied = report_entries(r.result("back")["ansible_facts"]["switchyard_restore"])[0]["preservation_applied"]
     assert applied["mode"] != "applied"

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox, sha256  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 
 def test_held_lock_fails_apply_with_e_locking_naming_the_holder(tmp_path):
@@ -36,7 +37,7 @@ def test_held_lock_fails_apply_with_e_locking_naming_the_holder(tmp_path):
     # try, the interrupted wait and one last try (docs/locking.md, "lock_attempts").
     assert rep["lock_backend"] == "flock" and rep["lock_attempts"] == 3, rep["lock_attempts"]
     assert 1500 * 0.9 <= rep["lock_wait_ms"] <= 1500 * 1.5, rep["lock_wait_ms"]
-    attempt = [e for e in rep["events"] if e["stage"] == "apply.attempt"]
+    attempt = [e for e in expand_events(rep) if e["stage"] == "apply.attempt"]
     assert [(e["decision"], e["lock_attempts"], e["lock_wait_ms"]) for e in attempt] == \
         [("failure", 3, rep["lock_wait_ms"])], attempt
     assert sb.snapshot(["/usr/bin/ls"]) == before and sb.backups("ls") == []

@@ -15,6 +15,7 @@ from harness import run_playbook  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 
 def _outside(tmp_path, name, data):
@@ -82,7 +83,7 @@ def test_prune_never_deletes_outside_root_through_a_sidecar_payload(tmp_path):
         assert f.read() == b"absolute payload victim\n"
     with open(victim2, "rb") as f:
         assert f.read() == b"dot-dot payload victim\n"
-    assert res["ansible_facts"]["switchyard_prune"]["results"][0]["pruned"] == 0
+    assert entries(res["ansible_facts"]["switchyard_prune"])[0]["pruned"] == 0
     warnings = " ".join(res.get("warnings", []))
     for sidecar in (oldest, older):
         assert os.path.basename(sidecar) in warnings and "field payload" in warnings, warnings

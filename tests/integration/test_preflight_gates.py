@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from harness import run_playbook
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
 CHATTR = shutil.which("chattr")
 
@@ -86,23 +87,23 @@ def test_check_over_a_sandbox_with_one_bad_target_reports_exactly_that_target(tm
     pre = run.result("Preflight")
     assert pre["failed"] is True and pre["error_id"] == "E_POLICY" and pre["exit_code"] == 10
     assert bad in pre["msg"] and not any("/usr/bin/%s" % n in pre["msg"] for n in NAMES if n != "charlie")
-    rows = pre["ansible_facts"]["switchyard_preflight"]["rows"]
+    rows = entries(pre["ansible_facts"]["switchyard_preflight"])
     assert [r["path"] for r in rows] == sorted("/usr/bin/" + n for n in NAMES)
     assert [r["path"] for r in rows if r["stops"]] == [bad]
     assert [r["path"] for r in rows if not r["policy_ok"]] == [bad]
     assert all(r["warnings"] == [] for r in rows)
     bad_row = [r for r in rows if r["path"] == bad][0]
     assert bad_row["immutable_detection_method"] == "ioctl" and bad_row["immutable_check"]["immutable"] is True
-    summary = [e for e in pre["ansible_facts"]["switchyard_preflight"]["events"] if e["stage"] == "preflight.summary"]
+    summary = [e for e in expand_events(pre["ansible_facts"]["switchyard_preflight"]) if e["stage"] == "preflight.summary"]
     assert summary[0]["stop_paths"] == [bad] and summary[0]["stops"] == 1
 
     app = run.result("Apply in check mode")
     assert app["failed"] is True and app["error_id"] == "E_POLICY" and bad in app["msg"]
-    assert [r["path"] for r in app["ansible_facts"]["switchyard_apply"]["rows"] if r["stops"]] == [bad]
+    assert [r["path"] for r in entries(app["ansible_facts"]["switchyard_apply"]) if r["stops"]] == [bad]
 
-    default_path = run.result("Rescue with the default PATH")["ansible_facts"]["switchyard_preflight"]["rows"][0]
+    default_path = entries(run.result("Rescue with the default PATH")["ansible_facts"]["switchyard_preflight"])[0]
     assert default_path["rescue"]["ok"] is False and [s["knob"] for s in default_path["stops"]] == ["require_rescue"]
-    module_path = run.result("Rescue with the module PATH")["ansible_facts"]["switchyard_preflight"]["rows"][0]
+    module_path = entries(run.result("Rescue with the module PATH")["ansible_facts"]["switchyard_preflight"])[0]
     assert module_path["rescue"]["ok"] is True and module_path["rescue"]["path"][0] == "/rescue"
     assert module_path["policy_ok"] is True
 

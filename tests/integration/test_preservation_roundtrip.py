@@ -14,6 +14,7 @@ from sandbox import Sandbox  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, restore  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 OWNER = (4242, 4343)
 MTIME_NS = 1500000000123456789
@@ -93,7 +94,7 @@ def test_tier_round_trips_exactly(tmp_path, mounts, tier, layout):
     rep, err, _w = apply(Settings(root=root, policy=policy), [{"source": sb.p("/opt/prov/bin/pingish"), "target": target}])
     assert err is None, err.msg
     assert validation_errors(rep) == []
-    method = rep["actions"][0]["backup"]["backup_method"]
+    method = entries(rep)[0]["backup"]["backup_method"]
     assert method == ("copy" if layout.endswith("copy-to-tmpfs") else "hardlink")
     assert os.path.islink(target)
 
@@ -101,7 +102,7 @@ def test_tier_round_trips_exactly(tmp_path, mounts, tier, layout):
     assert err is None, err.msg
     assert validation_errors(rep) == []
     after = _meta(target)
-    applied = rep["results"][0]["preservation_applied"]
+    applied = entries(rep)[0]["preservation_applied"]
     if tier == "basic":
         # basic does not chown: the copy is root's, so the 4242-owned file's setuid bit is withheld (never
         # hand out setuid-root) and the status says so; every other mode bit comes back.
@@ -139,5 +140,5 @@ def test_old_v1_sidecar_still_restores_and_reports_unsupported(tmp_path):
     assert err is None, err.msg
     after = _meta(target)
     assert after["bytes"] == before["bytes"]
-    applied = rep["results"][0]["preservation_applied"]
+    applied = entries(rep)[0]["preservation_applied"]
     assert applied["uid"] == "skipped-unsupported" and applied["mtime"] == "skipped-unsupported"

@@ -18,6 +18,7 @@ import textwrap
 import pytest
 
 from harness import REPO, VENV_BIN, ansible_env, default_python, run_playbook
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 PLAYBOOKS = ("preflight", "swap", "rollback", "prune")
 GNU_TOOLS = ("ls", "cat", "echo", "head", "tail", "wc", "comm",
@@ -204,7 +205,7 @@ def test_role_swaps_to_uutils_idempotently_and_restores_by_plan_id(tmp_path, san
     assert apply["changed"] is True
     plan_id = apply["plan_id"]
     facts = apply["ansible_facts"]["switchyard_apply"]
-    assert facts["plan_id"] == plan_id and facts["events"]
+    assert facts["plan_id"] == plan_id and expand_events(facts)
     assert result(run, "Preflight the swap")["ansible_facts"]["switchyard_preflight"]["summary"]["stops"] == 0
     for tool in tools:
         target = os.path.join(sandbox, "usr/bin", tool)

@@ -12,6 +12,7 @@ from harness import VENV_BIN, PlaybookRun, ansible_env, run_playbook, write_inve
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 SETPRIV = "/usr/bin/setpriv"
 
@@ -83,8 +84,8 @@ def test_failing_audit_log_write_is_a_warning_and_the_committed_apply_stands(tmp
     assert os.readlink(sb.p("/usr/bin/ls")) == "/opt/prov/bin/ls"  # the commit stands
     rep = res["ansible_facts"]["switchyard_apply"]
     assert rep["summary"]["decision"] == "success" and rep["summary"]["changed"] == 1
-    warn = [e for e in rep["events"] if e["decision"] == "warn" and e.get("audit_log") == log]
-    assert len(warn) == 1 and warn[0]["stage"] == "apply.result", rep["events"]
+    warn = [e for e in expand_events(rep) if e["decision"] == "warn" and e.get("audit_log") == log]
+    assert len(warn) == 1 and warn[0]["stage"] == "apply.result", expand_events(rep)
     assert os.strerror(getattr(errno, cause)) in warn[0]["msg"], warn[0]
     assert [w for w in res["warnings"] if w.startswith("audit_log %s:" % log)], res["warnings"]  # a module warning too
 
@@ -124,7 +125,7 @@ def test_planted_side_path_symlinks_through_playbooks(tmp_path):
     """ % {"root": sb.root, "links": links, "tmp": str(tmp_path), "outside": outside_log})
     pre = r.result("preflight with planted audit_log symlink")
     assert not pre.get("failed"), r
-    events = pre["ansible_facts"]["switchyard_preflight"]["events"]
+    events = expand_events(pre["ansible_facts"]["switchyard_preflight"])
     assert [e for e in events if e["decision"] == "warn" and "symlink" in e.get("msg", "")], events
     assert victim.read_text() == "root:*:19000:0:99999:7:::\n"
 
@@ -138,6 +139,6 @@ def test_planted_side_path_symlinks_through_playbooks(tmp_path):
     assert "not a directory" in state["msg"]
 
     assert not os.path.islink(sb.p("/usr/bin/ls"))  # nothing was swapped by the refused runs
-    events = r.result("audit log outside root on purpose")["ansible_facts"]["switchyard_preflight"]["events"]
+    events = expand_events(r.result("audit log outside root on purpose")["ansible_facts"]["switchyard_preflight"])
     with open(outside_log) as f:
         assert len(f.read().splitlines()) == len(events)

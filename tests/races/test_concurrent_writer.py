@@ -23,6 +23,7 @@ import pytest
 
 import racekit as rk
 from ansible_collections.switchyard.fs.plugins.module_utils import engine
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("races")
 
@@ -85,7 +86,7 @@ def test_concurrent_writer_loses_no_bytes(base, how):
                 counts[outcome] += 1
             if rep is not None and not (wrote and w_start < r_end and w_end > r_start):
                 counts["restores checked for C"] += 1
-                for r in rep.get("results", []):
+                for r in entries(rep):
                     if r.get("result") == "changed" and r.get("after_hash") != r["backup"].get("payload_hash"):
                         tally.violation("C: restore wrote bytes that differ from the backup's recorded hash",
                                         "cycle %d: after %s, backup %s" % (i, r.get("after_hash"), r["backup"]))

@@ -13,6 +13,7 @@ import pytest
 
 import racekit as rk
 from ansible_collections.switchyard.fs.plugins.module_utils import engine
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("races")
 
@@ -46,7 +47,7 @@ def run_op(settings, rr, op, tally):
         return None
     tally.outcome(op, err.error_id if err is not None else None, err.msg if err is not None else None)
     if op == "restore":
-        for r in rep.get("results", []):
+        for r in entries(rep):
             if r.get("result") == "changed" and r.get("after_hash") != r["backup"].get("payload_hash"):
                 tally.violation("restore wrote bytes that differ from the backup's recorded hash",
                                 "%s: after %s, backup %s" % (r["path"], r.get("after_hash"), r["backup"]))

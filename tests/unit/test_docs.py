@@ -162,7 +162,10 @@ def _schema():
 
 def _type_of(spec):
     if "$ref" in spec:
-        return "[%s](#%s)" % (spec["$ref"].split("/")[-1], spec["$ref"].split("/")[-1])
+        parts = spec["$ref"].split("/")
+        if len(parts) > 4 and parts[-2] == "properties":
+            return "as `%s.%s`" % (parts[-3], parts[-1])
+        return "[%s](#%s)" % (parts[-1], parts[-1])
     if "const" in spec:
         return "`%s`" % json.dumps(spec["const"])
     if "enum" in spec:
@@ -205,10 +208,10 @@ def test_facts_doc_reference_is_generated_from_the_schema():
     assert _generated_part(_read("facts.md")) == facts_reference()
 
 
-def test_facts_doc_names_every_report_row_action_and_event_property():
+def test_facts_doc_names_every_report_entry_plan_and_event_property():
     text = _read("facts.md")
     schema = _schema()
-    objects = [schema] + [schema["$defs"][n] for n in ("row", "action", "event", "summary", "result")]
+    objects = [schema] + [schema["$defs"][n] for n in ("entry", "plan", "event", "audit_event", "summary")]
     for spec in objects:
         for prop in spec["properties"]:
             assert "`%s`" % prop in text, prop

@@ -12,6 +12,7 @@ import os
 import types
 
 import pytest
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = "ansible_collections.switchyard.fs.plugins"
@@ -118,4 +119,4 @@ def test_facade_plan_has_the_ids_apply_reports(tmp_path):
     planned = facade.plan(settings, links)
     report, _error, _warnings = facade.apply(settings, links)
     assert report["plan_id"] == planned.plan_id
-    assert [a["action_id"] for a in report["actions"]] == [a.action_id for a in planned.actions]
+    assert [a["action_id"] for a in entries(report)] == [a.action_id for a in planned.actions]

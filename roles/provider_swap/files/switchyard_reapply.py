@@ -82,10 +82,11 @@ def write_log(path, entry):
 def reapply(plan, here):
     sys.path.insert(0, here)
     from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply
+    from ansible_collections.switchyard.fs.plugins.module_utils._report import expand_entries
 
     settings = Settings(**plan["settings"])
     report, err, warnings = apply(settings, plan["links"], smoke=plan.get("smoke"))
-    actions = report.get("actions", [])
+    actions = expand_entries(report)  # the report is compact (docs/facts.md)
     entry = {
         "plan_id": report.get("plan_id"),
         "recorded_plan_id": plan.get("plan_id"),

@@ -11,6 +11,7 @@ from sandbox import make_sandbox  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import (  # noqa: E402
     Settings, apply, restore, preflight, PolicyError, BackupMissingError, RestoreFailedError)
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
 
 def ok(result):
@@ -24,11 +25,11 @@ def test_absent_target_becomes_link_and_restore_removes_it(tmp_path):
     sb = make_sandbox(tmp_path, synthetic=1)
     link = {"source": sb.p("/opt/prov/bin/f000"), "target": sb.p("/usr/bin/newtool")}
     rep = ok(apply(Settings(root=sb.root), [link]))
-    assert rep["actions"][0]["before"] == {"kind": "absent"}
+    assert entries(rep)[0]["before"] == {"kind": "absent"}
     assert os.readlink(link["target"]) == "/opt/prov/bin/f000"
     rep = ok(restore(Settings(root=sb.root), targets=[link["target"]]))
-    assert rep["results"][0]["result"] == "changed" and not os.path.lexists(link["target"])
-    assert ok(restore(Settings(root=sb.root), targets=[link["target"]]))["results"][0]["result"] == "unchanged"
+    assert entries(rep)[0]["result"] == "changed" and not os.path.lexists(link["target"])
+    assert entries(ok(restore(Settings(root=sb.root), targets=[link["target"]])))[0]["result"] == "unchanged"
 
 
 def test_symlink_target_is_restored_as_the_same_symlink(tmp_path):
@@ -65,7 +66,7 @@ def test_restore_without_backup_fails_before_touching(tmp_path):
     before = sb.snapshot(["/usr/bin/ls"])
     rep, err, _w = restore(Settings(root=sb.root), targets=[sb.p("/usr/bin/ls")])
     assert isinstance(err, BackupMissingError) and err.exit_code == 60 and "/usr/bin/ls" in err.msg
-    assert rep["rows"][0]["restore_ready"] is False and validation_errors(rep) == []
+    assert entries(rep)[0]["restore_ready"] is False and validation_errors(rep) == []
     assert sb.snapshot(["/usr/bin/ls"]) == before
 
 
@@ -84,7 +85,7 @@ def test_restore_refuses_to_destroy_a_changed_regular_file(tmp_path):
 def test_backup_dir_on_same_filesystem_keeps_backups_there(tmp_path):
     sb = make_sandbox(tmp_path)
     rep = ok(apply(Settings(root=sb.root, policy={"backup_dir": "/var/backups/sy"}), [sb.link("ls")]))
-    assert rep["actions"][0]["backup"]["backup_method"] == "hardlink"
+    assert entries(rep)[0]["backup"]["backup_method"] == "hardlink"
     d = sb.p("/var/backups/sy/usr/bin")
     assert sorted(os.listdir(d))[0].startswith(".ls.switchyard.")
     assert sb.backups("ls") == []
@@ -97,7 +98,7 @@ def test_audit_log_gets_one_json_object_per_event(tmp_path):
     log = sb.p("/var/log/switchyard/events.jsonl")  # inside root: an outside path needs a knob (test_sidepaths.py)
     rep = ok(apply(Settings(root=sb.root, audit_log=log), [sb.link("ls")]))
     lines = open(log).read().splitlines()
-    assert [json.loads(x)["event_id"] for x in lines] == [e["event_id"] for e in rep["events"]]
+    assert [json.loads(x)["event_id"] for x in lines] == [e["event_id"] for e in expand_events(rep)]
 
 
 def test_backup_tag_isolates_sets_and_is_validated(tmp_path):
@@ -117,7 +118,7 @@ def test_preflight_changes_nothing_even_outside_check_mode(tmp_path):
                        fail_on_stop=False))
     assert sorted(os.listdir(sb.p("/usr/bin"))) == before
     assert not os.path.exists(sb.p("/run/lock/switchyard.lock"))
-    rows = dict((r["op"], r) for r in rep["rows"])
+    rows = dict((r["op"], r) for r in entries(rep))
     assert rows["link"]["policy_ok"] is True and rows["restore"]["restore_ready"] is False
 
 

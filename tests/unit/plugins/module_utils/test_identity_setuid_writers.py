@@ -22,6 +22,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._safepath import res
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import (  # noqa: E402
     Settings, apply, restore, prune, preflight, PolicyError)
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 
 def ok(result):
@@ -156,7 +157,7 @@ def test_restore_never_hands_out_setuid_to_another_owner(tmp_path, tier):
     st = os.lstat(p)
     if tier == "basic":  # no chown: the copy is root's, so the bit is withheld and the status says so
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
-        assert rep["results"][0]["preservation_applied"]["mode"] != "applied"
+        assert entries(rep)[0]["preservation_applied"]["mode"] != "applied"
     else:  # the owner comes back, and with it the bit
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 4343, 0o4755)
     assert not (st.st_uid == 0 and st.st_mode & stat.S_ISUID)
@@ -191,7 +192,7 @@ def test_setuid_toggled_between_preflight_and_backup_is_never_recorded_or_restor
                 assert err.error_id in ("E_POLICY", "E_ATOMIC_SWAP"), err.msg
                 continue
             applied += 1
-            backup = rep["actions"][0]["backup"]
+            backup = entries(rep)[0]["backup"]
             meta = json.loads(open(sb.p("/usr/bin/" + backup["sidecar"])).read())
             recorded += bool(meta["mode"] & stat.S_ISUID)
             ok(restore(Settings(root=sb.root), targets=[p]))
@@ -258,7 +259,7 @@ def test_apply_reports_the_exchange_it_used(tmp_path):
     sb = make_sandbox(tmp_path, synthetic=1)
     link = {"source": sb.p("/opt/prov/bin/f000"), "target": sb.p("/usr/bin/new")}
     rep = ok(apply(Settings(root=sb.root), [sb.link("f000"), link]))
-    methods = dict((a["path"], a["swap_method"]) for a in rep["actions"])
+    methods = dict((a["path"], a["swap_method"]) for a in entries(rep))
     assert methods == {"/usr/bin/f000": "exchange", "/usr/bin/new": "noreplace"}
 
 

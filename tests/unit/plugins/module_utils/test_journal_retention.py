@@ -12,6 +12,7 @@ from sandbox import make_sandbox  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils import _journal as jr  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, preflight, prune, restore  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 KEEP = 10
 
@@ -53,7 +54,7 @@ def test_journals_read_per_run_stay_bounded_after_many_finished_plans(tmp_path, 
     # safe_restore plan_id reads only the retired journals of that plan.
     reads[0] = 0
     rep = _ok(restore(Settings(root=sb.root), plan_id=plan_ids[-1]))
-    assert rep["results"] and reads[0] <= 4
+    assert entries(rep) and reads[0] <= 4
 
 
 def test_finished_journals_left_by_an_older_version_are_retired_by_the_next_mutating_run(tmp_path, monkeypatch):

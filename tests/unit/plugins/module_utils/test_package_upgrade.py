@@ -13,6 +13,7 @@ from sandbox import make_sandbox  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, restore  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 
 NAMES = ("f000", "f001", "f002", "f003")
 DRIFTED = ("f001", "f003")
@@ -59,11 +60,11 @@ def test_an_upgrade_over_swapped_links_is_seen_reswapped_and_restorable(tmp_path
     # Check mode: exactly the drifted targets would change, with the plan id of the first swap.
     dry = ok(apply(Settings(root=sb.root, check_mode=True), links))
     assert dry["plan_id"] == first["plan_id"] and dry["changed"] is True
-    changed = sorted(os.path.basename(a["path"]) for a in dry["actions"] if a["result"] == "changed")
+    changed = sorted(os.path.basename(a["path"]) for a in entries(dry) if a["result"] == "changed")
     assert changed == sorted(DRIFTED)
-    assert sorted(os.path.basename(a["path"]) for a in dry["actions"] if a["result"] == "unchanged") == \
+    assert sorted(os.path.basename(a["path"]) for a in entries(dry) if a["result"] == "unchanged") == \
         sorted(set(NAMES) - set(DRIFTED))
-    for a in dry["actions"]:
+    for a in entries(dry):
         if a["result"] == "changed":
             assert a["before"]["kind"] == "file" and a["before"]["sha256"] == sha(upgraded[os.path.basename(a["path"])])
     assert all(os.path.isfile(sb.p("/usr/bin/" + n)) and not os.path.islink(sb.p("/usr/bin/" + n)) for n in DRIFTED)
@@ -71,7 +72,7 @@ def test_an_upgrade_over_swapped_links_is_seen_reswapped_and_restorable(tmp_path
     # The rerun swaps them again and backs up the upgraded bytes.
     again = ok(apply(Settings(root=sb.root), links))
     assert again["plan_id"] == first["plan_id"]
-    assert sorted(os.path.basename(a["path"]) for a in again["actions"] if a["result"] == "changed") == sorted(DRIFTED)
+    assert sorted(os.path.basename(a["path"]) for a in entries(again) if a["result"] == "changed") == sorted(DRIFTED)
     assert all(os.path.islink(l["target"]) for l in links)
     for n in DRIFTED:  # the stale original, and the upgraded bytes as the newest backup
         older, newer = sorted(sb.backups(n), key=lambda name: int(name.split(".")[-2]))
@@ -99,7 +100,7 @@ def test_after_a_full_upgrade_a_restore_by_plan_id_brings_back_the_upgraded_byte
     again = ok(apply(Settings(root=sb.root), links))
     assert again["plan_id"] == first["plan_id"] and again["summary"]["changed"] == len(NAMES)
     rep = ok(restore(Settings(root=sb.root), plan_id=first["plan_id"]))
-    assert sorted(r["result"] for r in rep["results"]) == ["changed"] * len(NAMES)
+    assert sorted(r["result"] for r in entries(rep)) == ["changed"] * len(NAMES)
     for n in NAMES:
         assert read(sb.p("/usr/bin/" + n)) == upgraded[n], n
 
@@ -117,7 +118,7 @@ def test_after_a_partial_upgrade_a_restore_by_plan_id_undoes_every_target_of_the
     again = ok(apply(Settings(root=sb.root), links))
     assert again["plan_id"] == first["plan_id"] and again["summary"]["changed"] == len(DRIFTED)
     rep = ok(restore(Settings(root=sb.root), plan_id=first["plan_id"]))
-    assert sorted(r["result"] for r in rep["results"]) == ["changed"] * len(NAMES)
+    assert sorted(r["result"] for r in entries(rep)) == ["changed"] * len(NAMES)
     for n in NAMES:
         assert not os.path.islink(sb.p("/usr/bin/" + n)), n
         assert read(sb.p("/usr/bin/" + n)) == upgraded.get(n, originals[n]), n

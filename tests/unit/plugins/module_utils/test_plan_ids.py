@@ -8,6 +8,7 @@ from sandbox import make_sandbox  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import (  # noqa: E402
     Settings, apply, plan, preflight, restore)
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
 PINNED = "3c6becf8-ea2d-5597-a6e6-df617407157b"  # Plan("apply", [link /usr/bin/ls -> /opt/p/ls]), tests/.../test_plan.py
 
@@ -35,11 +36,11 @@ def test_pinned_vector_is_the_same_in_preflight_check_mode_and_apply(tmp_path):
     app = _ok(apply(Settings(root=sb.root), links))
     assert plan(Settings(root=sb.root), links).plan_id == PINNED
     assert pre["plan_id"] == chk["plan_id"] == app["plan_id"] == PINNED
-    ids = set(r["action_id"] for r in pre["rows"])
-    assert ids == set(a["action_id"] for a in chk["actions"]) == set(a["action_id"] for a in app["actions"])
-    assert ids == set(r["action_id"] for r in app["rows"])
+    ids = set(r["action_id"] for r in entries(pre))
+    assert ids == set(a["action_id"] for a in entries(chk)) == set(a["action_id"] for a in entries(app))
+    assert ids == set(r["action_id"] for r in entries(app))
     # Every event of the preflight carries the same plan id as the apply's events.
-    assert set(e["plan_id"] for e in pre["events"]) == set(e["plan_id"] for e in app["events"]) == {PINNED}
+    assert set(e["plan_id"] for e in expand_events(pre)) == set(e["plan_id"] for e in expand_events(app)) == {PINNED}
 
 
 def test_several_links_join_row_by_row(tmp_path):
@@ -48,8 +49,8 @@ def test_several_links_join_row_by_row(tmp_path):
     pre = _ok(preflight(Settings(root=sb.root), links=list(reversed(links))))
     app = _ok(apply(Settings(root=sb.root), links))
     assert pre["plan_id"] == app["plan_id"]
-    assert dict((r["path"], r["action_id"]) for r in pre["rows"]) == dict((a["path"], a["action_id"])
-                                                                          for a in app["actions"])
+    assert dict((r["path"], r["action_id"]) for r in entries(pre)) == dict((a["path"], a["action_id"])
+                                                                          for a in entries(app))
 
 
 def test_links_and_restores_report_the_apply_plan_id_and_restore_rows_keep_restore_ids(tmp_path):
@@ -61,8 +62,8 @@ def test_links_and_restores_report_the_apply_plan_id_and_restore_rows_keep_resto
     only_restore = _ok(preflight(Settings(root=sb.root), restores=[cat], which="latest"))
     res = _ok(restore(Settings(root=sb.root, check_mode=True), targets=[cat], which="latest"))
     assert only_restore["plan_id"] == res["plan_id"] != PINNED
-    restore_row = [r for r in both["rows"] if r["op"] == "restore"][0]
-    assert restore_row["action_id"] == only_restore["rows"][0]["action_id"] == res["rows"][0]["action_id"]
+    restore_row = [r for r in entries(both) if r["op"] == "restore"][0]
+    assert restore_row["action_id"] == entries(only_restore)[0]["action_id"] == entries(res)[0]["action_id"]
     # `which` is part of the restore plan, as in safe_restore.
     prev = _ok(preflight(Settings(root=sb.root), restores=[cat], which="previous", fail_on_stop=False))
     assert prev["plan_id"] != only_restore["plan_id"]

@@ -19,6 +19,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _immutable
 from ansible_collections.switchyard.fs.plugins.module_utils import _preflight as pf
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
 SETCAP = shutil.which("setcap")
 LSATTR = shutil.which("lsattr")
@@ -109,12 +110,12 @@ def check(sb_or_root, links=None, restores=None, fail_on_stop=False, **policy):
     report, err, warnings = preflight(Settings(root=root, policy=policy), links=links, restores=restores,
                                       fail_on_stop=fail_on_stop)
     assert validation_errors(report) == []
-    for row in report["rows"]:
+    for row in entries(report):
         for s in row["stops"]:
             assert row["path"] in s["msg"], s
             assert s["knob"] in KNOBS, s
             assert "policy.%s" % s["knob"] in s["msg"], s
-    return dict(((r["path"], r["op"]), r) for r in report["rows"]), err, warnings, report
+    return dict(((r["path"], r["op"]), r) for r in entries(report)), err, warnings, report
 
 
 def knobs(row):
@@ -143,11 +144,11 @@ def test_rows_are_sorted_by_path_and_a_summary_event_names_the_stop_paths(sb, ch
     links = [sb.link(n) for n in ("zz", "aa", "mm")]
     chattr("i", links[2]["target"])
     _rows, _err, _w, report = check(sb, links)
-    assert [r["path"] for r in report["rows"]] == ["/usr/bin/aa", "/usr/bin/mm", "/usr/bin/zz"]
-    summary = [e for e in report["events"] if e["stage"] == "preflight.summary"]
+    assert [r["path"] for r in entries(report)] == ["/usr/bin/aa", "/usr/bin/mm", "/usr/bin/zz"]
+    summary = [e for e in expand_events(report) if e["stage"] == "preflight.summary"]
     assert len(summary) == 1
     assert summary[0]["stop_paths"] == ["/usr/bin/mm"] and summary[0]["decision"] == "failure"
-    assert [e["path"] for e in report["events"] if e["stage"] == "preflight"] == [r["path"] for r in report["rows"]]
+    assert [e["path"] for e in expand_events(report) if e["stage"] == "preflight"] == [r["path"] for r in entries(report)]
 
 
 # -- immutable / append-only -------------------------------------------------------------------
@@ -579,7 +580,7 @@ def test_apply_re_runs_the_gates_under_the_lock(sb, chattr):
     report, err, _w = apply(Settings(root=sb.root), [link])
     assert err is not None and err.error_id == "E_POLICY" and "/usr/bin/tool is immutable" in err.msg
     assert validation_errors(report) == []
-    assert [r["path"] for r in report["rows"] if r["stops"]] == ["/usr/bin/tool"]
+    assert [r["path"] for r in entries(report) if r["stops"]] == ["/usr/bin/tool"]
     assert not os.path.islink(link["target"]) and open(link["target"], "rb").read() == before
     assert stat.S_ISREG(os.lstat(link["target"]).st_mode)
 

@@ -10,13 +10,14 @@ from sandbox import make_sandbox  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, preflight, restore  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 
 def test_apply_attempt_event_carries_the_real_lock_attempts(tmp_path):
     sb = make_sandbox(tmp_path)
     rep, err, _w = apply(Settings(root=sb.root), [sb.link("ls")])
     assert err is None and validation_errors(rep) == []
-    ev = [e for e in rep["events"] if e["stage"] == "apply.attempt"]
+    ev = [e for e in expand_events(rep) if e["stage"] == "apply.attempt"]
     assert len(ev) == 1 and ev[0]["decision"] == "success"
     assert ev[0]["lock_attempts"] == rep["lock_attempts"] >= 1 and ev[0]["lock_backend"] == "flock"
     # A held lock: the failure event counts every attempt made while waiting.
@@ -26,7 +27,7 @@ def test_apply_attempt_event_carries_the_real_lock_attempts(tmp_path):
     finally:
         holder.release()
     assert err is not None and err.error_id == "E_LOCKING" and validation_errors(rep) == []
-    ev = [e for e in rep["events"] if e["stage"] == "apply.attempt"]
+    ev = [e for e in expand_events(rep) if e["stage"] == "apply.attempt"]
     assert len(ev) == 1 and ev[0]["decision"] == "failure"
     assert ev[0]["lock_attempts"] == rep["lock_attempts"] > 1
 
