@@ -40,7 +40,7 @@ demo: $(DEMO_STAMP) demo-deps
 
 test: venv deps
 	$(BIN)/antsibull-changelog lint
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup $(PYTEST_ARGS) tests
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup --durations=30 -rfE $(PYTEST_ARGS) tests
 
 unit: venv
 	$(BIN)/python -m pytest -p no:cacheprovider -n 2 tests/unit
