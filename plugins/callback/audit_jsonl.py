@@ -75,7 +75,7 @@ EXAMPLES = r"""
 #   ansible-playbook switchyard.fs.swap -e target_hosts=canary
 
 # one line of the file (wrapped here):
-# {"collection_version":"0.1.0","decision":"success","dry_run":false,"event_id":"...",
+# {"collection_version":"0.2.0","decision":"success","dry_run":false,"event_id":"...",
 #  "host":"web01","plan_id":"...","play":"Swap","run_id":"...","schema_version":1,
 #  "seq":3,"stage":"apply.result","task":"Swap binaries","task_action":"switchyard.fs.safe_apply",
 #  "ts":"2025-01-01T00:00:00Z", ...}

@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 DOCUMENTATION = r'''
 name: report_entries
 short_description: Spell out the entries of a compact switchyard report
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - A switchyard report states each fact once - what most of its entries share is in its C(plan), and fields an
     entry can derive from its own (for example an C(after) state equal to the plain link that was made) are left

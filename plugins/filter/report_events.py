@@ -7,7 +7,7 @@ from __future__ import absolute_import, division, print_function
 DOCUMENTATION = r'''
 name: report_events
 short_description: The audit events of a compact switchyard report, in full
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - A switchyard report carries its events compact - the envelope, event ids, sequence numbers and times are derived
     and a per-action event references its entry instead of repeating it.

@@ -13,7 +13,7 @@ import uuid
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError
 
 SCHEMA_VERSION = 2
-COLLECTION_VERSION = "0.1.0"
+COLLECTION_VERSION = "0.2.0"
 # The stage of the event that says a run's audit log could not be written: the run's own closing stage.
 CLOSING_STAGE = {"preflight": "preflight.summary", "apply": "apply.result", "restore": "restore",
                  "prune": "prune.result"}

@@ -172,7 +172,7 @@ ansible_facts:
           description: Version of switchyard.fs that wrote the report.
           returned: always
           type: str
-          sample: 0.1.0
+          sample: 0.2.0
         stage:
           description: The module's stage.
           returned: always
@@ -595,7 +595,7 @@ ansible_facts:
               elements: int
       sample:
         schema_version: 2
-        collection_version: 0.1.0
+        collection_version: 0.2.0
         stage: apply
         plan_id: 7f57ce8a-6863-55e9-8968-113758b2aa0a
         run_id: 2ad40bf8-7737-4c86-bdd9-a5ae94aef132

@@ -147,7 +147,7 @@ ansible_facts:
           description: Version of switchyard.fs that wrote the report.
           returned: always
           type: str
-          sample: 0.1.0
+          sample: 0.2.0
         stage:
           description: The module's stage.
           returned: always
@@ -408,7 +408,7 @@ ansible_facts:
               elements: int
       sample:
         schema_version: 2
-        collection_version: 0.1.0
+        collection_version: 0.2.0
         stage: preflight
         plan_id: 7f57ce8a-6863-55e9-8968-113758b2aa0a
         run_id: f31d3351-1c90-4ab3-8eb7-af96a5b24ac7

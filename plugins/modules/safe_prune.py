@@ -134,7 +134,7 @@ ansible_facts:
           description: Version of switchyard.fs that wrote the report.
           returned: always
           type: str
-          sample: 0.1.0
+          sample: 0.2.0
         stage:
           description: The module's stage.
           returned: always
@@ -316,7 +316,7 @@ ansible_facts:
               elements: int
       sample:
         schema_version: 2
-        collection_version: 0.1.0
+        collection_version: 0.2.0
         stage: prune
         plan_id: f87728c7-c480-5f28-91c4-f51109f51a73
         run_id: ff8d8b5f-e5cc-444c-a020-188e8f6d4ac3

@@ -131,7 +131,7 @@ ansible_facts:
           description: Version of switchyard.fs that wrote the report.
           returned: always
           type: str
-          sample: 0.1.0
+          sample: 0.2.0
         stage:
           description: The module's stage.
           returned: always
@@ -513,7 +513,7 @@ ansible_facts:
               elements: int
       sample:
         schema_version: 2
-        collection_version: 0.1.0
+        collection_version: 0.2.0
         stage: restore
         plan_id: dd2da82f-dd4e-56ae-bcf8-51b8877c0bf5
         run_id: beb6c9a5-8ef7-4e3e-ab9a-141dc0f6231f
