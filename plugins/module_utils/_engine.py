@@ -589,8 +589,8 @@ def _resolve_source(run, link, target_keys, mounts=None):
         if hit is not None:
             what = ("itself" if hit is link else "links[%d].target=%r, which this plan replaces"
                     % (hit["index"], hit["target_host"]))
-            raise _SourceLoopError("links[%d].source=%r resolves to %s; the swap would create a link loop: point the source "
-                              "at the provider's real file" % (link["index"], link["source_host"], what))
+            raise _SourceLoopError("links[%d].source=%r resolves to %s; the swap would create a link loop: point the "
+                                   "source at the provider's real file" % (link["index"], link["source_host"], what))
     try:
         sfd, sparent, sname = follow_beneath(run.root_fd, link["source"], "source %s" % link["source_host"], visit)
     except _SourceLoopError:
@@ -954,8 +954,8 @@ def _commit(run, plan, acts, todo, checks, base):
                 run.rep.event("apply.result", "failure" if bad else "success", msg="smoke checks",
                               smoke=[dict(r) for r in smoke_results])
                 if bad:
-                    err = SmokeError("smoke check failed: %s" % "; ".join("%s: %s" % (r["name"], r["detail"])
-                                                                       for r in bad))
+                    detail = "; ".join("%s: %s" % (r["name"], r["detail"]) for r in bad)
+                    err = SmokeError("smoke check failed: %s" % detail)
         if err is None:
             try:
                 journal.finish("committed")

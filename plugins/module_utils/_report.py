@@ -109,7 +109,6 @@ class Reporter(object):
                            % (self.audit_log, count, torn, reason))
 
 
-
 # ---------------------------------------------------------------------------------------------
 # The compact report (schema_version 2, docs/facts.md "Compact form").
 #

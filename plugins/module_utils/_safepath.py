@@ -155,7 +155,7 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
                     raise PolicyError("%s=%r: a symlink on the way climbs above root; it cannot be followed safely"
                                       % (option, original))
                 os.close(cur)
-                stack.pop()
+                os.close(stack.pop()[1])
                 cur = os.dup(stack[-1][1]) if stack else os.dup(root_fd)
                 continue
             try:

@@ -78,7 +78,9 @@ changed:
   type: bool
   sample: true
 plan_id:
-  description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).
+  description: >-
+    UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it for M(switchyard.fs.safe_restore)
+    O(switchyard.fs.safe_restore#module:plan_id).
   returned: success, or failure after planning
   type: str
   sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
@@ -196,7 +198,9 @@ ansible_facts:
               type: int
               sample: 2
         plan:
-          description: "Facts shared by the plan's entries, said once: a key an entry lacks takes the value here; C(mounts) maps a mountpoint to the mount facts an entry's C(mount) names."
+          description: >-
+            Facts shared by the plan's entries, said once: a key an entry lacks takes the value here; C(mounts) maps a mountpoint to the mount facts an
+            entry's C(mount) names.
           returned: when the report has entries that share facts
           type: dict
           contains:
@@ -219,7 +223,9 @@ ansible_facts:
           elements: dict
           sample: []
         results:
-          description: "One entry per target. Compact: what most entries share is in C(plan), derived fields are left out (the collection's facts documentation says how; C(switchyard.fs) plugin_utils C(entries()) spells them out)."
+          description: >-
+            One entry per target. Compact: what most entries share is in C(plan), derived fields are left out (the collection's facts documentation says
+            how; C(switchyard.fs) plugin_utils C(entries()) spells them out).
           returned: always
           type: list
           elements: dict
@@ -267,13 +273,17 @@ ansible_facts:
           type: int
           sample: 1
         events:
-          description: 'The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts) are derived and per-action events reference their entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl) callback get every event in full.'
+          description: >-
+            The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts) are derived and per-action events reference their
+            entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl) callback get every event in full.
           returned: always
           type: list
           elements: dict
           contains:
             stage:
-              description: The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result), V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).
+              description: >-
+                The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result), V(rollback), V(rollback.summary), V(restore),
+                V(prune.result) or V(recovery).
               returned: always
               type: str
               sample: apply.result

@@ -39,6 +39,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 COLLECTIONS_ROOT = os.path.join(REPO, ".build", "collections")  # made by tests/conftest.py (bench_apply runs it)
+ba = None  # tests/bench/bench_apply.py, imported by main() once the collection to measure is chosen
 TARGET_PYTHON = os.environ.get("SWITCHYARD_TARGET_PYTHON", "/root/.pyenv/versions/3.11.7/bin/python3")
 VENV_BIN = os.path.dirname(sys.executable)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -571,8 +572,8 @@ def report(args, rows, empties, load_before, load_after, total):
         print("  200 links <= 1.5x empty playbook: %.2fx -> %s" % (r, verdict(r <= 1.5)))
     if empty and 1000 in sa:
         r = sa[1000][0] / empty
-        print("  1,000 links <= 3x empty playbook: %.2fx (%.2f ms/link above empty) -> %s" % (r, per_link[1000],
-                                                                                            verdict(r <= 3.0)))
+        print("  1,000 links <= 3x empty playbook: %.2fx (%.2f ms/link above empty) -> %s"
+              % (r, per_link[1000], verdict(r <= 3.0)))
     if 1000 in per_link and 10000 in per_link:
         r = per_link[10000] / per_link[1000]
         print("  10,000 links per-link cost within 1.25x of 1,000's: %.2f vs %.2f ms/link = %.2fx -> %s"

@@ -289,8 +289,8 @@ def test_a_concurrent_upgrade_never_loses_its_bytes(tmp_path):
     log = str(tmp_path / "versions")
     for cycle in range(40):
         open(log, "w").close()
-        writer = multiprocessing.get_context("fork").Process(target=_replace_by_rename,
-                                                              args=(p, time.monotonic() + 0.15, log))
+        writer = multiprocessing.get_context("fork").Process(
+            target=_replace_by_rename, args=(p, time.monotonic() + 0.15, log))
         writer.start()
         rep, err, _w = apply(Settings(root=sb.root), [sb.link("f000")])
         writer.join()
@@ -319,8 +319,10 @@ def test_restore_refuses_a_payload_rewritten_after_it_was_verified(tmp_path):
              [sb.link("f000")]))
     target = resolve_beneath(sb.root, p)
     pol = resolve_policy()
+    root_fd = os.open(sb.root, os.O_RDONLY | os.O_DIRECTORY)
+    bdir = None
     try:
-        store = bk.BackupStore(os.open(sb.root, os.O_RDONLY | os.O_DIRECTORY), "/var/backups/sy", "switchyard")
+        store = bk.BackupStore(root_fd, "/var/backups/sy", "switchyard")
         bdir = store.dir_for(target, create=False)
         b = store.list(target, bdir)[0]
         bk.verify_backup(b, pol)
@@ -333,6 +335,9 @@ def test_restore_refuses_a_payload_rewritten_after_it_was_verified(tmp_path):
         assert not [n for n in os.listdir(sb.p("/usr/bin")) if fs.TEMP_MARKER in n]
     finally:
         target.close()
+        os.close(root_fd)
+        if bdir is not None:
+            os.close(bdir)
 
 
 def test_a_sparse_payload_stays_sparse_and_exact(tmp_path):

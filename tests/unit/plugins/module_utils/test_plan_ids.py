@@ -49,8 +49,8 @@ def test_several_links_join_row_by_row(tmp_path):
     pre = _ok(preflight(Settings(root=sb.root), links=list(reversed(links))))
     app = _ok(apply(Settings(root=sb.root), links))
     assert pre["plan_id"] == app["plan_id"]
-    assert dict((r["path"], r["action_id"]) for r in entries(pre)) == dict((a["path"], a["action_id"])
-                                                                          for a in entries(app))
+    assert (dict((r["path"], r["action_id"]) for r in entries(pre))
+            == dict((a["path"], a["action_id"]) for a in entries(app)))
 
 
 def test_links_and_restores_report_the_apply_plan_id_and_restore_rows_keep_restore_ids(tmp_path):

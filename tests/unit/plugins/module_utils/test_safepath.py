@@ -113,3 +113,17 @@ def test_parent_replaced_by_symlink_after_resolution_does_not_redirect(tmp_path)
         assert os.listdir(str(tmp_path / "outside")) == []
     finally:
         r.close()
+
+
+def test_a_walk_through_dotdot_leaks_no_descriptor(tmp_path):
+    """Each '..' a symlink's text walks up used to leave the popped directory's fd open: thousands of race
+    cycles through a '../..' link exhausted the process's descriptors (EMFILE in later runs)."""
+    root = _tree(tmp_path)
+    os.symlink("../bin", os.path.join(root, "usr", "bin", "sibling"))
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(200):
+        r = resolve_beneath(root, root + "/usr/bin/sibling/x")
+        r.close()
+        with pytest.raises(PolicyError):
+            resolve_beneath(root, root + "/usr/bin/up/x")
+    assert len(os.listdir("/proc/self/fd")) == fds
