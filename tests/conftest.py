@@ -43,3 +43,13 @@ def _install_collection_finder():
 
 
 _install_collection_finder()
+
+
+def pytest_configure(config):
+    """Under ansible-test units, each pytest session gets a base temp of its own: ansible-test runs its test
+    groups side by side, and sessions sharing /tmp/pytest-of-<user> picked the same numbered directory
+    (FileExistsError on popen-gw0).  xdist workers inherit the controller's."""
+    if (os.environ.get("ANSIBLE_TEST_CONTENT_ROOT") and not config.option.basetemp
+            and not hasattr(config, "workerinput")):
+        import tempfile
+        config.option.basetemp = tempfile.mkdtemp(prefix="switchyard-units-")

@@ -76,8 +76,8 @@ def test_a_plan_with_more_targets_than_the_fd_limit_applies(tmp_path):
     import subprocess
     sb = make_sandbox(tmp_path, tools=(), synthetic=300)
     links = [{"source": sb.p("/opt/prov/bin/f%03d" % i), "target": sb.p("/usr/bin/f%03d" % i)} for i in range(300)]
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-    coll_root = os.path.join(repo, ".build", "collections")  # made by tests/conftest.py
+    # The collections root this package was imported from (pytest: <repo>/.build/collections; ansible-test: its stage).
+    coll_root = os.path.abspath(os.path.join(os.path.dirname(fs.__file__), "..", "..", "..", "..", ".."))
     p = subprocess.run([sys.executable, "-c", _UNDER_FD_LIMIT, sb.root, "128", json.dumps(links)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                        env=dict(os.environ, PYTHONPATH=coll_root), check=False)

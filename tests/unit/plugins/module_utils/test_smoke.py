@@ -17,7 +17,9 @@ from ansible_collections.switchyard.fs.plugins.module_utils._errors import Polic
 from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-COLLECTIONS = os.path.join(REPO, ".build", "collections")
+# The collections root this very package was imported from (<repo>/.build/collections under pytest, the staged
+# copy's root under ansible-test): child processes import the same code.
+COLLECTIONS = os.path.abspath(os.path.join(os.path.dirname(_smoke.__file__), "..", "..", "..", "..", ".."))
 
 
 def check(argv, **kw):
