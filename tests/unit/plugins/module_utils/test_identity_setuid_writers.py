@@ -186,7 +186,7 @@ def test_setuid_toggled_between_preflight_and_backup_is_never_recorded_or_restor
     flipper.start()
     recorded, applied = 0, 0
     try:
-        for _ in range(150):
+        for _cycle in range(150):
             rep, err, _w = apply(Settings(root=sb.root), [sb.link("f000")])
             if err is not None:
                 assert err.error_id in ("E_POLICY", "E_ATOMIC_SWAP"), err.msg

@@ -121,7 +121,7 @@ def test_a_walk_through_dotdot_leaks_no_descriptor(tmp_path):
     root = _tree(tmp_path)
     os.symlink("../bin", os.path.join(root, "usr", "bin", "sibling"))
     fds = len(os.listdir("/proc/self/fd"))
-    for _ in range(200):
+    for _round in range(200):
         r = resolve_beneath(root, root + "/usr/bin/sibling/x")
         r.close()
         with pytest.raises(PolicyError):
