@@ -213,16 +213,22 @@ class Run(object):
         finally:
             os.close(jdir)
 
+    def _journal_target(self, act, errors):
+        """The target of a (checked) journal action resolved beneath root, or None with the reason in errors."""
+        try:
+            return resolve_beneath(self.s.root, os.path.join(self.s.root, act["target"].lstrip("/")),
+                                   "journal target", self.root_fd)
+        except SwitchyardError as e:
+            errors.append(e.msg)
+            return None
+
     def _recover_one(self, begin):
         paths, errors = [], []
         # Backups live where the interrupted run put them, whatever this run's policy.backup_dir says.
         store = bk.BackupStore(self.root_fd, begin.get("backup_dir_rel", self.s.backup_dir_rel), begin["tag"])
         for act in reversed(begin.get("actions", [])):
-            try:
-                target = resolve_beneath(self.s.root, os.path.join(self.s.root, act["target"].lstrip("/")),
-                                         "journal target", self.root_fd)
-            except SwitchyardError as e:
-                errors.append(e.msg)
+            target = self._journal_target(act, errors)
+            if target is None:
                 continue
             try:
                 if not self.s.check_mode:  # check mode (and so preflight) reports, never mutates
@@ -260,11 +266,8 @@ class Run(object):
         paths, errors = [], []
         kind = begin["kind"]
         for act in begin.get("actions", []):
-            try:
-                target = resolve_beneath(self.s.root, os.path.join(self.s.root, act["target"].lstrip("/")),
-                                         "journal target", self.root_fd)
-            except SwitchyardError as e:
-                errors.append(e.msg)
+            target = self._journal_target(act, errors)
+            if target is None:
                 continue
             try:
                 if kind == "restore":
