@@ -245,15 +245,6 @@ def load_sidecar(dir_fd, name, tag=None):
     return sc.parse_sidecar(b"".join(parts), name, tag)
 
 
-def read_sidecar(dir_fd, name, tag=None):
-    """The checked fields of sidecar `name`, or None when it is missing or unusable (see load_sidecar)."""
-    try:
-        parsed = load_sidecar(dir_fd, name, tag)
-    except sc.SidecarInvalid:
-        return None
-    return parsed.meta if parsed is not None else None
-
-
 def content_key(st):
     """Changes whenever the bytes can have changed: any write updates mtime and ctime."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -208,31 +208,6 @@ def temp_name(name, run_id):
     return ".%s%s%s.%s" % (name, TEMP_MARKER, run_id[:8], rand)
 
 
-def copy_fd(src_fd, dst_fd):
-    """Copy all bytes; copy_file_range where available, read/write otherwise."""
-    os.lseek(src_fd, 0, os.SEEK_SET)
-    cfr = getattr(os, "copy_file_range", None)
-    if cfr is not None:
-        try:
-            while cfr(src_fd, dst_fd, _CHUNK * 8):
-                pass
-            return
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            os.lseek(src_fd, 0, os.SEEK_SET)
-            os.lseek(dst_fd, 0, os.SEEK_SET)
-            os.ftruncate(dst_fd, 0)
-    while True:
-        chunk = os.read(src_fd, _CHUNK)
-        if not chunk:
-            break
-        view = memoryview(chunk)
-        while view:
-            n = os.write(dst_fd, view)
-            view = view[n:]
-
-
 def _data_extents(fd, size):
     """(offset, length) of the data regions of fd (SEEK_DATA/SEEK_HOLE), or one extent where unsupported."""
     seek_data, seek_hole = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
