@@ -12,20 +12,20 @@ import time
 import traceback
 import uuid
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils import _backup as bk
-from ansible_collections.switchyard.fs.plugins.module_utils import _journal as jr
-from ansible_collections.switchyard.fs.plugins.module_utils import _mounts
-from ansible_collections.switchyard.fs.plugins.module_utils import _preflight as pf
-from ansible_collections.switchyard.fs.plugins.module_utils import _smoke
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import smoke as _smoke
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     SwitchyardError, PolicyError, LockingError, AtomicSwapError, RestoreFailedError, SmokeError,
     BackupMissingError, InternalError, ERROR_CLASSES)
-from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock, lock_dir_error, LockUnavailableError
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.lock import acquire_lock, lock_dir_error, LockUnavailableError
 from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action, Plan
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
 from ansible_collections.switchyard.fs.plugins.module_utils._report import Reporter
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import (
     normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, side_path,
     open_anchor, open_dir_beneath, open_side_file, NAME_MAX)
 

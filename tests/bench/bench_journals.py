@@ -32,7 +32,7 @@ runpy.run_path(os.path.join(REPO, "tests", "conftest.py"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from sandbox import make_sandbox  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils import _journal as jr  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, preflight, restore  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402
 

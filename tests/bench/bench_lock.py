@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # it on sys.path; running it keeps one definition of that layout.
 runpy.run_path(os.path.join(REPO, "tests", "conftest.py"))
 
-from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.lock import acquire_lock  # noqa: E402
 
 MP = multiprocessing.get_context("fork")
 

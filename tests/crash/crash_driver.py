@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(REPO, ".build", "collections"))
 
 from ansible_collections.switchyard.fs.plugins.module_utils import engine  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as _fsatoms  # noqa: E402
 
 
 def main():

@@ -225,7 +225,7 @@ def test_kill_on_the_copy_path_is_recovered_from_the_journaled_backup_dir(tmp_pa
 # -- live plans, restore plan_id, on_unfinished_plan, failed recovery ------------------------------
 
 def test_a_plan_whose_writer_is_alive_is_not_recovered(small):
-    from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms, _journal
+    from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as _fsatoms, journal as _journal
     jdir = os.path.join(small.root, "var", "lib", "switchyard", "journal")
     os.makedirs(jdir)
     fd = os.open(jdir, os.O_RDONLY | os.O_DIRECTORY)

@@ -27,9 +27,13 @@ def install_runner(hook_dir):
     """What roles/provider_swap/tasks/apt_hook.yml copies: the runner and the engine files, unchanged."""
     engine = os.path.join(hook_dir, "ansible_collections", "switchyard", "fs", "plugins", "module_utils")
     os.makedirs(engine)
-    for src in glob.glob(os.path.join(REPO, "plugins", "module_utils", "*.py")):
+    base = os.path.join(REPO, "plugins", "module_utils")
+    for src in glob.glob(os.path.join(base, "*.py")) + glob.glob(os.path.join(base, "*", "*.py")):
         if os.path.basename(src) != "_module.py":
-            shutil.copy(src, engine)
+            dst = os.path.join(engine, os.path.relpath(src, base))
+            if not os.path.isdir(os.path.dirname(dst)):
+                os.makedirs(os.path.dirname(dst))
+            shutil.copy(src, dst)
     shutil.copy(RUNNER, os.path.join(hook_dir, "reapply.py"))
     for dirpath, dirnames, filenames in os.walk(hook_dir):
         os.chmod(dirpath, 0o755)
@@ -145,7 +149,8 @@ def test_a_failing_reapply_is_logged_and_never_fails_dpkg(setup, tmp_path):
         holder2.wait()
 
 
-@pytest.mark.parametrize("attack", ["plan_group_writable", "engine_file_not_root", "engine_symlink"])
+@pytest.mark.parametrize("attack", ["plan_group_writable", "engine_file_not_root", "engine_symlink",
+                                    "engine_package_symlink"])
 def test_the_runner_refuses_files_a_less_trusted_user_could_have_written(setup, attack):
     """The hook runs as root from dpkg: a plan or engine file anyone but root could write would be code or
     paths chosen by that user. It refuses (logged, exit 0) before importing or reading anything else."""
@@ -155,9 +160,12 @@ def test_the_runner_refuses_files_a_less_trusted_user_could_have_written(setup, 
         os.chmod(os.path.join(hook_dir, "plan.json"), 0o664)
     elif attack == "engine_file_not_root":
         os.chown(os.path.join(engine, "_engine.py"), 1000, 1000)
-    else:
-        os.rename(os.path.join(engine, "_smoke.py"), os.path.join(hook_dir, "elsewhere.py"))
-        os.symlink(os.path.join(hook_dir, "elsewhere.py"), os.path.join(engine, "_smoke.py"))
+    elif attack == "engine_symlink":
+        os.rename(os.path.join(engine, "_probes", "smoke.py"), os.path.join(hook_dir, "elsewhere.py"))
+        os.symlink(os.path.join(hook_dir, "elsewhere.py"), os.path.join(engine, "_probes", "smoke.py"))
+    else:  # a whole engine package swapped for a symlink to a directory someone else controls
+        os.rename(os.path.join(engine, "_probes"), os.path.join(hook_dir, "elsewhere"))
+        os.symlink(os.path.join(hook_dir, "elsewhere"), os.path.join(engine, "_probes"))
     res = run_hook(sys.executable, hook_dir)
     assert res.returncode == 0
     entry = log_lines(log)[-1]

@@ -10,7 +10,7 @@ from harness import VENV_BIN, ansible_env, write_inventory, run_playbook  # noqa
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sandbox import make_sandbox, sha256  # noqa: E402
 
-from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.lock import acquire_lock  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 

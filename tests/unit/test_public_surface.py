@@ -44,6 +44,17 @@ def _module_files(subpackage):
     return sorted(f[:-3] for f in os.listdir(d) if f.endswith(".py") and f != "__init__.py")
 
 
+def _private_files(subpackage):
+    """Every private module of a subpackage, its private packages' modules included ("_fs/atoms")."""
+    d = os.path.join(REPO, "plugins", subpackage)
+    found = [n for n in _module_files(subpackage) if n.startswith("_")]
+    for pkg in sorted(os.listdir(d)):
+        if pkg.startswith("_") and os.path.isdir(os.path.join(d, pkg)) and pkg != "__pycache__":
+            found.extend("%s/%s" % (pkg, f[:-3]) for f in sorted(os.listdir(os.path.join(d, pkg)))
+                         if f.endswith(".py"))
+    return found
+
+
 def _public_attributes(module):
     return set(n for n, v in vars(module).items()
                if not n.startswith("_") and not isinstance(v, (types.ModuleType, _FUTURE_FEATURE)))
@@ -81,7 +92,7 @@ def test_atom_is_not_reachable_through_the_facade(name):
 def test_no_fs_atom_is_reachable_through_the_facade():
     """Every public function of the atom modules, not just the ones named above."""
     facade = _facade()
-    for private in ("_fsatoms", "_safepath", "_backup", "_journal", "_lock"):
+    for private in ("_fs.atoms", "_fs.safepath", "_fs.backup", "_fs.journal", "_fs.lock"):
         mod = importlib.import_module(PACKAGE + ".module_utils." + private)
         leaked = sorted(n for n in _public_attributes(mod)
                         if callable(getattr(mod, n)) and getattr(mod, n).__module__ == mod.__name__
@@ -94,7 +105,7 @@ def test_facade_imports_no_private_module_as_attribute():
 
 
 @pytest.mark.parametrize("subpackage,name", [(s, n) for s in ("module_utils", "plugin_utils")
-                                             for n in _module_files(s) if n.startswith("_")])
+                                             for n in _private_files(s)])
 def test_private_module_starts_with_the_private_header(subpackage, name):
     with open(os.path.join(REPO, "plugins", subpackage, name + ".py")) as f:
         doc = ast.get_docstring(ast.parse(f.read())) or ""

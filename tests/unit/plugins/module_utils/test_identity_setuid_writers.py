@@ -14,11 +14,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 from sandbox import make_sandbox, sha256  # noqa: E402
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _backup as bk  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils import _smoke  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import smoke as _smoke  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import resolve_beneath  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import resolve_beneath  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import (  # noqa: E402
     Settings, apply, restore, prune, preflight, PolicyError)
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _immutable
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
 
 # Resolved once: some tests take lsattr (and so chattr) off PATH.
 CHATTR = shutil.which("chattr")

@@ -9,7 +9,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 from sandbox import make_sandbox  # noqa: E402
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _journal as jr  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, preflight, prune, restore  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries  # noqa: E402

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import LockingError, PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils._lock import (
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.lock import (
     LockHandle,
     LockUnavailableError,
     _try_flock,

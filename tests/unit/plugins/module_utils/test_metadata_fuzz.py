@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 from sandbox import make_sandbox  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils import engine  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils import _journal as jr  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils import _sidecar as sc  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc  # noqa: E402
 
 FUZZ = settings(deadline=None, database=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,

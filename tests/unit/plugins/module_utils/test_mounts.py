@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _mounts
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
 
 
 @pytest.fixture

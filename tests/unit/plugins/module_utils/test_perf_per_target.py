@@ -8,7 +8,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 from sandbox import make_sandbox  # noqa: E402
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
 
@@ -77,7 +77,7 @@ def test_a_plan_with_more_targets_than_the_fd_limit_applies(tmp_path):
     sb = make_sandbox(tmp_path, tools=(), synthetic=300)
     links = [{"source": sb.p("/opt/prov/bin/f%03d" % i), "target": sb.p("/usr/bin/f%03d" % i)} for i in range(300)]
     # The collections root this package was imported from (pytest: <repo>/.build/collections; ansible-test: its stage).
-    coll_root = os.path.abspath(os.path.join(os.path.dirname(fs.__file__), "..", "..", "..", "..", ".."))
+    coll_root = os.path.abspath(os.path.join(os.path.dirname(fs.__file__), *[".."] * fs.__name__.count(".")))
     p = subprocess.run([sys.executable, "-c", _UNDER_FD_LIMIT, sb.root, "128", json.dumps(links)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                        env=dict(os.environ, PYTHONPATH=coll_root), check=False)

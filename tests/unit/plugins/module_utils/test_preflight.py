@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _immutable
-from ansible_collections.switchyard.fs.plugins.module_utils import _preflight as pf
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402

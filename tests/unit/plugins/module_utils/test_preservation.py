@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _preservation as pres
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
 
 TIERS = pres.TIERS
 BACKENDS = ("os", "pyxattr")

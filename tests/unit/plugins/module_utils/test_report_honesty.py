@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 from sandbox import make_sandbox  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply, preflight, restore  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils._lock import acquire_lock  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.lock import acquire_lock  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import (
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import (
     relative_to_root, resolve_beneath, follow_beneath, open_root, host_path_beneath)
 
 ROOT = "/srv/img"

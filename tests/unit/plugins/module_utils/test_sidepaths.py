@@ -23,7 +23,7 @@ from sandbox import make_sandbox  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._engine import Run, Settings, apply, preflight  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (  # noqa: E402
     LockingError, PolicyError, SwitchyardError)
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_dir_beneath, open_root  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dir_beneath, open_root  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events  # noqa: E402
 
 MP = multiprocessing.get_context("fork")

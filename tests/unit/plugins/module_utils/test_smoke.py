@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _smoke
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import smoke as _smoke
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_root
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_root
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 # The collections root this very package was imported from (<repo>/.build/collections under pytest, the staged
 # copy's root under ansible-test): child processes import the same code.
-COLLECTIONS = os.path.abspath(os.path.join(os.path.dirname(_smoke.__file__), "..", "..", "..", "..", ".."))
+COLLECTIONS = os.path.abspath(os.path.join(os.path.dirname(_smoke.__file__), *[".."] * _smoke.__name__.count(".")))
 
 
 def check(argv, **kw):
@@ -146,8 +146,8 @@ def test_a_check_that_prints_a_lot_and_exits_is_judged_normally():
 _RSS_DRIVER = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.switchyard.fs.plugins.module_utils import _smoke
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_root
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import smoke as _smoke
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_root
 checks = _smoke.validate_checks([{"argv": sys.argv[2:], "timeout": 3}])
 res = _smoke.run_checks("/", open_root("/"), checks, [], host_fallback=False)
 print(json.dumps(res))

@@ -12,12 +12,12 @@ import re
 import stat
 import time
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils import _preservation as pres
-from ansible_collections.switchyard.fs.plugins.module_utils import _sidecar as sc
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     BackupMissingError, ExdevError, RestoreFailedError, PolicyError)
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import SidePath, open_dirs_below, open_side_dir
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import SidePath, open_dirs_below, open_side_dir
 
 SIDECAR_SCHEMA = "backup_meta.v2"
 KNOWN_SIDECAR_SCHEMAS = ("backup_meta.v1", "backup_meta.v2")

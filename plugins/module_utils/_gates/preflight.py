@@ -15,13 +15,13 @@ import shutil
 import stat
 import subprocess
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils import _immutable
-from ansible_collections.switchyard.fs.plugins.module_utils import _mounts
-from ansible_collections.switchyard.fs.plugins.module_utils import _preservation as pres
-from ansible_collections.switchyard.fs.plugins.module_utils._backup import verify_backup
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.backup import verify_backup
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError, SwitchyardError
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_dir_beneath
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dir_beneath
 
 RESCUE_TOOLS = ("cp", "mv", "rm", "ln", "stat", "readlink", "sha256sum", "sort", "date", "ls")
 HOME_DIRS = ("/home", "/root")

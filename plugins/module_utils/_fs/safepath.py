@@ -9,8 +9,8 @@ import errno
 import os
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils._fsatoms import DIR_FLAGS, lstat_at, kind_of
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.atoms import DIR_FLAGS, lstat_at, kind_of
 
 _MAX_SYMLINK_HOPS = 40
 NAME_MAX = 255   # bytes in one path component (Linux, every common filesystem)

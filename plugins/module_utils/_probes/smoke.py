@@ -34,8 +34,8 @@ import threading
 import time
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils._fsatoms import lstat_at, kind_of
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import follow_beneath, host_path_beneath
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.atoms import lstat_at, kind_of
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import follow_beneath, host_path_beneath
 
 SUITES = ("resolve", "coreutils")
 

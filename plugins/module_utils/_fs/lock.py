@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import LockingError, PolicyError
 
 # How acquire_lock waits after a failed first attempt: block in flock(2) until an interval

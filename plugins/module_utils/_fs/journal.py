@@ -12,8 +12,8 @@ import os
 import re
 import uuid
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _fsatoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils._safepath import open_dirs_below, open_side_dir
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dirs_below, open_side_dir
 
 JOURNAL_SUFFIX = ".journal"
 FINAL_STATES = ("committed", "rolled_back", "recovered", "failed_rollback")
