@@ -12,6 +12,7 @@ import time
 import traceback
 import uuid
 
+from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
@@ -903,7 +904,7 @@ def _commit(run, plan, acts, todo, checks, base):
                                       "changed" % (s.state_rel, e.strerror or e))
             run.rep.event("apply.result", "failure", msg=err.msg, backup_durable=run.durability.durable)
             return _apply_report(run, acts, base, err, [], False), err, run.rep.warnings
-        fs.fault_point("after_journal")
+        faults.kill_point("after_journal")
         done, err, failed = [], None, None
         batch = fs.DurableBatch(run.durability)
         try:
@@ -922,7 +923,7 @@ def _commit(run, plan, acts, todo, checks, base):
                 try:
                     batch.flush("backups")
                     journal.append({"record": "backups_durable", "actions": len(todo)})
-                    fs.fault_point("backups_durable")
+                    faults.kill_point("backups_durable")
                 except Exception as e:  # noqa: broad-except
                     err = _classify(e, None)
             # Phase 2: every swap, then each target directory durable once.
@@ -1317,7 +1318,7 @@ def _begin_side_journal(run, kind, actions):
             os.close(jdir)
         raise AtomicSwapError("could not write the write-ahead journal under state_dir %s: %s; nothing was changed"
                               % (run.s.state_rel, e.strerror or e))
-    fs.fault_point("after_journal")
+    faults.kill_point("after_journal")
     return journal, jdir
 
 
@@ -1456,7 +1457,7 @@ def _prune_run(run, rels, count, age, chosen, results):
                     # What a prune (or rollback) killed between its two unlinks left: a checked sidecar whose
                     # payload is gone.  Its name is ours (target, tag, ms) and it holds no bytes of anything.
                     for b in incomplete:
-                        fs.fault_point("before_unlink_backup")
+                        faults.kill_point("before_unlink_backup")
                         fs.unlink_at(bdir, b.sidecar)
                     if incomplete:
                         run.durability.fsync(bdir, "backup directory of %s" % results[i]["path"])

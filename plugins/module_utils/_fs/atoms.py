@@ -15,6 +15,8 @@ import platform
 import stat
 import time
 
+from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
+
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 HASH_ALG = "sha256"
@@ -36,9 +38,7 @@ class Durability(object):
         self.required = required
         self.durable = bool(required)
         self.failures = []
-        # Test-only fault injection: SWITCHYARD_TEST_FAIL_FSYNC=<n> makes the n-th fsync fail (1-based).
-        fail_at = os.environ.get("SWITCHYARD_TEST_FAIL_FSYNC")
-        self._fail_at = int(fail_at) if fail_at and fail_at.isdigit() else None
+        self._fail_at = faults.fsync_failure_at()
         self._count = 0
 
     def fsync(self, fd, what):
@@ -52,10 +52,10 @@ class Durability(object):
         if not self.required:
             return
         self._count += 1
-        fault_point("before_fsync")
+        faults.kill_point("before_fsync")
         try:
             if self._fail_at is not None and self._count == self._fail_at:
-                raise OSError(errno.EIO, "injected fsync failure (SWITCHYARD_TEST_FAIL_FSYNC)")
+                raise OSError(errno.EIO, "injected fsync failure (%s)" % faults.FAIL_FSYNC_ENV)
             call(fd)
         except OSError as e:
             self.durable = False
@@ -120,25 +120,6 @@ class DurableBatch(object):
         for fd in self._dirs.values():
             os.close(fd)
         self._dirs, self._filesystems = {}, {}
-
-
-def fault_point(name):
-    """Test-only crash points: SWITCHYARD_TEST_KILL_AT=<name>[:<n>] SIGKILLs this process the n-th time
-    `name` is reached.  Inert unless that variable is set (it never is outside the test suite)."""
-    spec = os.environ.get("SWITCHYARD_TEST_KILL_AT")
-    if not spec:
-        return
-    want, _sep, nth = spec.partition(":")
-    if want != name:
-        return
-    count = _FAULT_COUNTS.get(name, 0) + 1
-    _FAULT_COUNTS[name] = count
-    if count >= (int(nth) if nth else 1):
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-_FAULT_COUNTS = {}
 
 
 def lstat_at(dirfd, name):
@@ -319,7 +300,7 @@ def unlink_at(dirfd, name, missing_ok=True):
         if not (missing_ok and e.errno == errno.ENOENT):
             raise
         return
-    fault_point("after_unlink")
+    faults.kill_point("after_unlink")
 
 
 def hardlink_at(src_dirfd, src, dst_dirfd, dst):
@@ -479,9 +460,9 @@ def symlink_replace_at(dirfd, name, link_text, run_id, durability, expect=ANY_EN
     that to batch.flush())."""
     tmp = temp_name(name, run_id)
     os.symlink(link_text, tmp, dir_fd=dirfd)
-    fault_point("before_rename")
+    faults.kill_point("before_rename")
     outcome = replace_checked(dirfd, tmp, name, expect, expect_hash=expect_hash)
-    fault_point("after_rename")
+    faults.kill_point("after_rename")
     if batch is None:
         durability.fsync(dirfd, "directory of %s" % name)
     else:

@@ -12,6 +12,8 @@ import re
 import stat
 import time
 
+from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
+
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
@@ -319,11 +321,11 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     elif kind != "absent":
         raise PolicyError("%s is a %s; only files, symlinks and absent entries can be swapped" % (target.rel, kind),
                           path=target.rel)
-    fs.fault_point("after_backup_payload")
+    faults.kill_point("after_backup_payload")
     sname = sidecar_name(target.name, tag, ms)
     data = (json.dumps(meta, sort_keys=True, indent=1) + "\n").encode("utf-8")
     fs.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600, batch=batch)
-    fs.fault_point("after_sidecar")
+    faults.kill_point("after_sidecar")
     backup = Backup(dir_fd, ms, sname, meta)
     backup.expect = expect
     return backup
@@ -439,7 +441,7 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
         elif consume and backup.meta.get("backup_method") == "hardlink":
             # The backup inode itself goes back, exchanged against the entry the caller inspected.
             fs.replace_checked(target.parent_fd, backup.payload, target.name, st, src_dirfd=backup.dir_fd)
-            fs.fault_point("after_rename")
+            faults.kill_point("after_rename")
             durability.fsync(target.parent_fd, "directory of %s" % target.rel)
             applied = dict((f, "applied") for f in pres.FIELDS_BY_TIER[policy.preservation_tier])
     except fs.EntryChanged:
@@ -457,7 +459,7 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
                     durability.fsync(out, "restored %s" % target.rel)
                 finally:
                     os.close(out)
-                fs.fault_point("before_rename")
+                faults.kill_point("before_rename")
             except BaseException:
                 fs.unlink_at(target.parent_fd, tmp)
                 raise
@@ -469,7 +471,7 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
                                          "content was left in place and the backup is kept" % target.rel, path=target.rel)
         finally:
             os.close(src)
-        fs.fault_point("after_rename")
+        faults.kill_point("after_rename")
         durability.fsync(target.parent_fd, "directory of %s" % target.rel)
         if consume:
             fs.unlink_at(backup.dir_fd, backup.payload)
@@ -506,9 +508,9 @@ def remove_backup(backup, durability):
     """Payload first, then sidecar: a kill in between leaves a checked sidecar without payload (incomplete,
     never selected, swept by the next prune), never a payload without sidecar (possibly the last copy)."""
     if backup.payload:
-        fs.fault_point("before_unlink_backup")
+        faults.kill_point("before_unlink_backup")
         fs.unlink_at(backup.dir_fd, backup.payload)
-    fs.fault_point("before_unlink_backup")
+    faults.kill_point("before_unlink_backup")
     fs.unlink_at(backup.dir_fd, backup.sidecar)
     durability.fsync(backup.dir_fd, "backup directory")
 

@@ -12,6 +12,8 @@ import os
 import re
 import uuid
 
+from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
+
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dirs_below, open_side_dir
 
@@ -99,7 +101,7 @@ class Journal(object):
             line = b"\n" + line
         half = len(line) // 2
         _write_all(self.fd, line[:half])
-        fs.fault_point("mid_journal")
+        faults.kill_point("mid_journal")
         _write_all(self.fd, line[half:])
         if sync:
             self.durability.fsync(self.fd, "journal %s" % self.name)
@@ -351,7 +353,7 @@ def retire(dir_fd, name, begin, retention=None, expire_now=True):
     """Move the finished journal `name` into done/ and (expire_now) expire the oldest beyond the
     retention.  Best effort: a journal that stays (read-only root, lost rename) is finished, and the
     next run that may write retires it.  Returns True when it was moved."""
-    fs.fault_point("before_retire")
+    faults.kill_point("before_retire")
     try:
         done_fd = fs.makedirs_at(dir_fd, [DONE_DIR], 0o700)
     except OSError:

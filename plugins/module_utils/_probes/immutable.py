@@ -17,11 +17,13 @@ import stat
 import struct
 import subprocess
 
+from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
+
 FS_IMMUTABLE_FL = 0x10
 FS_APPEND_FL = 0x20
 
-# Test-only switch: pretend the ioctl is unsupported so the lsattr fallback runs for real.
-DISABLE_IOCTL_ENV = "SWITCHYARD_TEST_DISABLE_IOCTL"
+# Test-only switch (_faults): pretend the ioctl is unsupported so the lsattr fallback runs for real.
+DISABLE_IOCTL_ENV = faults.DISABLE_IOCTL_ENV
 
 LSATTR_TIMEOUT = 10
 
@@ -148,7 +150,7 @@ def _probe(dirfd, open_name, proc_path, expected):
         st = os.fstat(fd)
         if expected is not None and (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
             return _unknown("entry changed while being probed")
-        if os.environ.get(DISABLE_IOCTL_ENV) == "1":
+        if faults.ioctl_disabled():
             why = "FS_IOC_GETFLAGS disabled by %s=1" % DISABLE_IOCTL_ENV
         else:
             try:
