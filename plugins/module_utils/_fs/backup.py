@@ -19,7 +19,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservat
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     BackupMissingError, ExdevError, RestoreFailedError, PolicyError)
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import SidePath, open_dirs_below, open_side_dir
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import SidePath, components, open_dirs_below, open_side_dir
 
 SIDECAR_SCHEMA = "backup_meta.v2"
 KNOWN_SIDECAR_SCHEMAS = ("backup_meta.v1", "backup_meta.v2")
@@ -125,15 +125,15 @@ class BackupStore(object):
         if bfd is None:
             return None
         try:
-            return open_dirs_below(bfd, [p for p in target.parent_rel.split("/") if p], create, 0o700, side.option,
+            return open_dirs_below(bfd, components(target.parent_rel), create, 0o700, side.option,
                                    self.backup_dir_rel, durability)
         finally:
             os.close(bfd)
 
     def where(self, target, name):
         """The in-root path of a file in target's backup directory, for messages."""
-        parts = ([p for p in self.backup_dir_rel.split("/") if p] if self.backup_dir_rel else []) \
-            + [p for p in target.parent_rel.split("/") if p] + [name]
+        parts = components(self.backup_dir_rel or "") \
+            + components(target.parent_rel) + [name]
         return "/" + "/".join(parts)
 
     def list(self, target, dir_fd):

@@ -15,7 +15,7 @@ import uuid
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dirs_below, open_side_dir
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components, open_dirs_below, open_side_dir
 
 JOURNAL_SUFFIX = ".journal"
 FINAL_STATES = ("committed", "rolled_back", "recovered", "failed_rollback")
@@ -207,7 +207,7 @@ def check_in_root_path(value, allow_none=False):
         return "must be a non-empty path of at most %d bytes without NUL" % MAX_PATH_BYTES
     if not value.startswith("/"):
         return "must be an absolute in-root path (it is relative)"
-    parts = [p for p in value.split("/") if p]
+    parts = components(value)
     if not parts:
         return "must name something below root"
     for p in parts:

@@ -12,7 +12,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._errors import Polic
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.atoms import DIR_FLAGS, lstat_at, kind_of
 
-_MAX_SYMLINK_HOPS = 40
+MAX_SYMLINK_HOPS = 40
 NAME_MAX = 255   # bytes in one path component (Linux, every common filesystem)
 PATH_MAX = 4096  # bytes in a path, its terminating NUL included
 
@@ -47,10 +47,10 @@ def relative_to_root(root, path, option="path"):
     if not path.startswith("/"):
         raise PolicyError("%s=%r is relative; give an absolute host path inside root %s, e.g. %s"
                           % (option, path, root, os.path.join(root, path)))
-    parts = [p for p in path.split("/") if p not in ("",)]
+    parts = components(path)
     if any(p in (".", "..") for p in parts):
         raise PolicyError("%s=%r contains '.' or '..'; write the normalised absolute path" % (option, path))
-    root_parts = [p for p in root.split("/") if p]
+    root_parts = components(root)
     if parts[:len(root_parts)] != root_parts:
         raise OutsideRootError("%s=%r is outside root %s; give a path inside root, e.g. %s"
                                % (option, path, root, os.path.join(root, path.lstrip("/"))))
@@ -123,7 +123,8 @@ class ResolvedPath(object):
         self.parent_fd, self._refs = first.parent_fd, first._refs
 
 
-def _split(path):
+def components(path):
+    """The non-empty components of a slash path ("/usr//bin/" -> ["usr", "bin"]): the one splitter of in-root paths."""
     return [p for p in path.split("/") if p]
 
 
@@ -163,7 +164,7 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
             except OSError as e:
                 if e.errno == errno.ENOENT:
                     where = "/" + "/".join([n for n, _f in stack] + [part])
-                    if create_mode is not None and not from_link and retries < _MAX_SYMLINK_HOPS:
+                    if create_mode is not None and not from_link and retries < MAX_SYMLINK_HOPS:
                         retries += 1
                         made = part if _mkdir_at(cur, part, create_mode, durability) else None
                         queue.insert(0, (part, from_link))
@@ -185,7 +186,7 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
                 if st is None or kind_of(st) != "symlink":
                     raise PolicyError("%s=%r: %s is not a directory" % (option, original, part))
                 hops += 1
-                if hops > _MAX_SYMLINK_HOPS:
+                if hops > MAX_SYMLINK_HOPS:
                     raise PolicyError("%s=%r: too many symlinks on the way (loop?)" % (option, original))
                 try:
                     text = os.readlink(part, dir_fd=cur)
@@ -202,7 +203,7 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
                     stack = []
                     os.close(cur)
                     cur = os.dup(root_fd)
-                queue = [(p, True) for p in _split(text)] + queue
+                queue = [(p, True) for p in components(text)] + queue
                 continue
             stack.append((part, nfd))
             if made == part:
@@ -221,7 +222,7 @@ def open_dir_beneath(root_fd, rel_parts, option, original, create_mode=None, dur
 
 def _changed_again(retries, option, original, part):
     """Count one more look at a component that changed under the walk; a clean E_POLICY when it keeps changing."""
-    if retries >= _MAX_SYMLINK_HOPS:
+    if retries >= MAX_SYMLINK_HOPS:
         raise PolicyError("%s=%r: %s keeps changing between a directory and a symlink while it is resolved; "
                           "nothing was done: retry when it is quiet" % (option, original, part))
     return retries + 1
@@ -230,7 +231,7 @@ def _changed_again(retries, option, original, part):
 def resolve_beneath(root, path, option="path", root_fd=None):
     """Resolve a host path inside root to (parent handle, final name).  The final component is never followed."""
     rel = relative_to_root(root, path, option)
-    parts = _split(rel)
+    parts = components(rel)
     own_root = root_fd is None
     rfd = open_root(root) if own_root else root_fd
     try:
@@ -245,8 +246,8 @@ def follow_beneath(root_fd, rel, option="path", visit=None):
     """Resolve an in-root path following every symlink, the final one included, without leaving root.
     Returns (parent_fd, parent_rel, name) of the final non-symlink entry; parent_fd is the caller's to close.
     visit(parent_fd, name), when given, sees every entry the chain passes through, the final one included."""
-    parts = _split(rel)
-    for _hop in range(_MAX_SYMLINK_HOPS):
+    parts = components(rel)
+    for _hop in range(MAX_SYMLINK_HOPS):
         if not parts:
             raise PolicyError("%s=%r resolves to root itself" % (option, rel))
         parent_fd, parent_rel = open_dir_beneath(root_fd, parts[:-1], option, rel)
@@ -269,11 +270,11 @@ def follow_beneath(root_fd, rel, option="path", visit=None):
             os.close(parent_fd)
             if e.errno in (errno.EINVAL, errno.ENOENT):
                 # Replaced between lstat and readlink: walk again from the top.
-                parts = _split(rel)
+                parts = components(rel)
                 continue
             raise
         os.close(parent_fd)
-        parts = _split(text) if text.startswith("/") else _split(parent_rel) + _split(text)
+        parts = components(text) if text.startswith("/") else components(parent_rel) + components(text)
     raise PolicyError("%s=%r: too many symlinks (loop?)" % (option, rel))
 
 
@@ -322,7 +323,7 @@ class SidePath(object):
 
     @property
     def parts(self):
-        return _split(self.rel)
+        return components(self.rel)
 
     def __repr__(self):
         return "SidePath(%s=%r, rel=%r, outside=%r)" % (self.option, self.host_path, self.rel, self.outside)

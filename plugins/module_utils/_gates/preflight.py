@@ -21,13 +21,12 @@ from ansible_collections.switchyard.fs.plugins.module_utils._probes import mount
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.backup import verify_backup
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError, SwitchyardError
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dir_beneath
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import MAX_SYMLINK_HOPS, components, open_dir_beneath
 
 RESCUE_TOOLS = ("cp", "mv", "rm", "ln", "stat", "readlink", "sha256sum", "sort", "date", "ls")
 HOME_DIRS = ("/home", "/root")
 # Top-level directories a merged-/usr root links into /usr; dpkg may know a file under either name.
 MERGED_USR_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-_MAX_HOPS = 40
 _PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
 _DPKG_GLOB = re.compile(r"([*?\[\]\\])")
 
@@ -38,10 +37,6 @@ def _under(path, prefixes):
         if p == "/" or path == p or path.startswith(p + "/"):
             return p
     return None
-
-
-def _split(path):
-    return [p for p in path.split("/") if p]
 
 
 def _join(parent_rel, name):
@@ -159,10 +154,10 @@ def extra_mount_gate(row, extra):
 
 def _open_path_beneath(root_fd, rel):
     """An O_PATH fd on in-root `rel` (symlinks followed inside root), or None when it does not exist."""
-    parts = _split(rel)
+    parts = components(rel)
     if not parts:
         return os.dup(root_fd)
-    for _hop in range(_MAX_HOPS):
+    for _hop in range(MAX_SYMLINK_HOPS):
         dfd, drel = open_dir_beneath(root_fd, parts[:-1], "policy.extra_mount_checks", rel)
         try:
             name = parts[-1]
@@ -174,7 +169,7 @@ def _open_path_beneath(root_fd, rel):
             text = os.readlink(name, dir_fd=dfd)
         finally:
             os.close(dfd)
-        parts = _split(text) if text.startswith("/") else _split(drel) + _split(text)
+        parts = components(text) if text.startswith("/") else components(drel) + components(text)
         if not parts or parts[-1] in (".", ".."):
             # The link names a directory by "." or "..": let the directory walk (which never leaves root) open it.
             return open_dir_beneath(root_fd, parts, "policy.extra_mount_checks", rel)[0]
@@ -289,7 +284,7 @@ def directory_chain_problems(root, root_fd, parent_rel):
     """Problems of every directory from host / down to the source's real directory (root's ancestors included)."""
     problems = []
     host = "/"
-    for part in [""] + _split(root):
+    for part in [""] + components(root):
         host = os.path.join(host, part)
         try:
             why = _unsafe_dir(os.lstat(host))
@@ -300,7 +295,7 @@ def directory_chain_problems(root, root_fd, parent_rel):
     cur = os.dup(root_fd)
     rel = ""
     try:
-        for part in _split(parent_rel):
+        for part in components(parent_rel):
             rel += "/" + part
             try:
                 nfd = os.open(part, fs.DIR_FLAGS, dir_fd=cur)
@@ -492,7 +487,7 @@ def path_dirs(path_env=None):
     raw = os.environ.get("PATH", os.defpath) if path_env is None else path_env
     out = []
     for d in raw.split(os.pathsep):
-        d = "/" + "/".join(_split(d)) if d.startswith("/") else None
+        d = "/" + "/".join(components(d)) if d.startswith("/") else None
         if d and d not in out:
             out.append(d)
     return out
@@ -503,10 +498,10 @@ def _find_tool(root_fd, dir_rel, tool, replaced):
 
     Every hop of a symlink chain is compared with the plan's targets: a tool reached through a
     target is gone (or is the new provider) after the swap, so it cannot be the rescue."""
-    parts = _split(dir_rel) + [tool]
+    parts = components(dir_rel) + [tool]
     entry = None
     try:
-        for _hop in range(_MAX_HOPS):
+        for _hop in range(MAX_SYMLINK_HOPS):
             dfd, drel = open_dir_beneath(root_fd, parts[:-1], "PATH", dir_rel)
             try:
                 name = parts[-1]
@@ -521,7 +516,7 @@ def _find_tool(root_fd, dir_rel, tool, replaced):
                     return None
                 if stat.S_ISLNK(st.st_mode):
                     text = os.readlink(name, dir_fd=dfd)
-                    parts = _split(text) if text.startswith("/") else _split(drel) + _split(text)
+                    parts = components(text) if text.startswith("/") else components(drel) + components(text)
                     continue
                 if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
                     return ("ok", entry, here)
@@ -716,7 +711,7 @@ def _backup_dir_probe(store, root_fd, backup_dir_rel, target):
     bdir = store.dir_for(target, create=False)
     if bdir is not None:
         return bdir, True
-    parts = _split(backup_dir_rel) + _split(target.parent_rel)
+    parts = components(backup_dir_rel) + components(target.parent_rel)
     for i in range(len(parts) - 1, 0, -1):
         try:
             return open_dir_beneath(root_fd, parts[:i], "policy.backup_dir", backup_dir_rel)[0], False

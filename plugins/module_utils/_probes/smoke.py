@@ -35,7 +35,7 @@ import time
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.atoms import lstat_at, kind_of
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import follow_beneath, host_path_beneath
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components, follow_beneath, host_path_beneath
 
 SUITES = ("resolve", "coreutils")
 
@@ -100,7 +100,7 @@ def _validate_argv(label, argv):
     exe = argv[0]
     if not exe.startswith("/"):
         raise PolicyError("%s.argv[0]=%r must be an absolute path as seen inside root, e.g. /usr/bin/ls" % (label, exe))
-    parts = [p for p in exe.split("/") if p]
+    parts = components(exe)
     if not parts or exe.endswith("/"):
         raise PolicyError("%s.argv[0]=%r must name a file, e.g. /usr/bin/ls" % (label, exe))
     if any(p in (".", "..") for p in parts):
