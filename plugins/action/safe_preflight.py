@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin for switchyard.fs.safe_preflight: validates the switchyard_preflight report on the controller."""
+"""Action plugin for switchyard.fs.safe_preflight: runs the module and validates its report on the controller."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -9,4 +9,4 @@ from ansible_collections.switchyard.fs.plugins.plugin_utils._action import Switc
 
 
 class ActionModule(SwitchyardAction):
-    fact_key = "switchyard_preflight"
+    stage = "preflight"

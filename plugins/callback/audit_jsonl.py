@@ -87,9 +87,9 @@ import os
 import stat
 
 from ansible.plugins.callback import CallbackBase
+from ansible_collections.switchyard.fs.plugins.module_utils._facts import FACT_KEY
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import expand_events
 
-FACT_PREFIX = "switchyard_"
 CONTEXT_KEYS = ("host", "task", "task_action", "play")
 
 
@@ -110,10 +110,8 @@ def events_from_result(result_dict):
     if not isinstance(facts, dict):
         return []
     events = []
-    for key in sorted(facts):
-        if not str(key).startswith(FACT_PREFIX):
-            continue
-        report = facts[key]
+    for key in sorted(FACT_KEY.values()):
+        report = facts.get(key)
         if not isinstance(report, dict):
             continue
         stage_events = report.get("events")

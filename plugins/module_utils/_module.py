@@ -12,6 +12,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError, PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._engine import Settings
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import KNOBS, PRESETS
+from ansible_collections.switchyard.fs.plugins.module_utils._facts import FACT_KEY
 from ansible_collections.switchyard.fs.plugins.module_utils._report import expand_entries
 
 
@@ -42,9 +43,6 @@ COMMON_ARGUMENT_SPEC = {
     "backup_tag": {"type": "str", "default": "switchyard"},
     "audit_log": {"type": "path"},
 }
-
-STAGE_FACT = {"preflight": "switchyard_preflight", "apply": "switchyard_apply", "restore": "switchyard_restore",
-              "prune": "switchyard_prune"}
 
 
 class ArgumentSpec(object):
@@ -125,7 +123,7 @@ def run_module(spec, stage, call):
     for w in warnings:
         module.warn(w)
     result = {"changed": bool(report.pop("changed", False)), "plan_id": report["plan_id"],
-              "ansible_facts": {STAGE_FACT[stage]: report}}
+              "ansible_facts": {FACT_KEY[stage]: report}}
     # Only apply and restore support diff mode (the module documentation says so for preflight and prune).
     diff = _diff(report) if stage in ("apply", "restore") else None
     if module._diff and diff:
@@ -183,7 +181,7 @@ def _failure_msg(stage, report, err):
     text = err.msg
     if len(text) > MSG_TEXT_LIMIT:
         text = "%s... (%d more characters: see the report, ansible_facts.%s of the registered result)" % (
-            text[:MSG_TEXT_LIMIT], len(text) - MSG_TEXT_LIMIT, STAGE_FACT[stage])
+            text[:MSG_TEXT_LIMIT], len(text) - MSG_TEXT_LIMIT, FACT_KEY[stage])
     return "%s. %s" % ("; ".join(parts), text)
 
 

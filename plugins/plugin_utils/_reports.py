@@ -13,7 +13,6 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _report
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "schemas", "report.schema.json")
-FACT_KEYS = ("switchyard_preflight", "switchyard_apply", "switchyard_restore", "switchyard_prune")
 
 _VALIDATOR = None
 
