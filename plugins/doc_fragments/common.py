@@ -1,7 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Options shared by every switchyard.fs module (root, preset, policy, lock, state, audit)."""
+"""Options the switchyard.fs modules share: every module's (root, preset, policy, lock, state, audit), and links.
+
+C(switchyard.fs.common) documents the options of every module; C(switchyard.fs.common.links) the O(links) of
+safe_apply and safe_preflight (the argument spec both use is _module.LINKS_SPEC).
+"""
 
 from __future__ import absolute_import, division, print_function
 
@@ -237,4 +241,23 @@ seealso:
 notes:
   - Check mode runs every probe for real and changes nothing; the lock is not taken in check mode.
   - Facts are validated on the controller against the collection's JSON schema by the action plugin.
+'''
+
+    # The swaps of safe_apply (required there) and safe_preflight; each module adds its own description.
+    LINKS = r'''
+options:
+  links:
+    description:
+      - The swaps. Targets must be unique; sources must exist inside O(root).
+    type: list
+    elements: dict
+    suboptions:
+      source:
+        description: Host path (inside O(root)) of the file the link points to; the link text is its in-root path.
+        type: path
+        required: true
+      target:
+        description: Host path (inside O(root)) of the file, symlink or absent path to replace.
+        type: path
+        required: true
 '''

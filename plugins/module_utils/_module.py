@@ -44,6 +44,10 @@ COMMON_ARGUMENT_SPEC = {
     "audit_log": {"type": "path"},
 }
 
+# The links of safe_apply (required there) and safe_preflight; documented by the switchyard.fs.common.links fragment.
+LINKS_SPEC = {"type": "list", "elements": "dict",
+              "options": {"source": {"type": "path", "required": True}, "target": {"type": "path", "required": True}}}
+
 
 class ArgumentSpec(object):
     """The shared options plus a module's own, with the module's constraint lists."""

@@ -24,18 +24,7 @@ options:
   links:
     description:
       - The swaps to make. Targets must be unique; sources must exist inside O(root).
-    type: list
-    elements: dict
     required: true
-    suboptions:
-      source:
-        description: Host path (inside O(root)) of the file the link will point to; the link text is its in-root path.
-        type: path
-        required: true
-      target:
-        description: Host path (inside O(root)) of the file, symlink or absent path to replace.
-        type: path
-        required: true
   smoke:
     description:
       - Checks run after the swap. A suite name (V(resolve) - each target resolves to its executable source;
@@ -53,20 +42,6 @@ options:
       - A failed check rolls everything back and fails with E_SMOKE (exit code 80).
       - Under O(policy.smoke=required) the V(resolve) suite runs when no checks are given.
     type: raw
-attributes:
-  async:
-    support: none
-    description: Runs synchronously only; the action plugin refuses C(async) because it validates the report the module returns.
-  check_mode:
-    support: full
-    description: Runs every probe for real and changes nothing.
-  diff_mode:
-    support: full
-    description: Shows kind, link target, sha256, mode and owner before and after; never file bytes.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux managed hosts (uses flock, ioctl FS_IOC_GETFLAGS and *at syscalls).
 seealso:
   - module: switchyard.fs.safe_preflight
     description: Check a plan without changing anything.
@@ -76,6 +51,9 @@ author:
   - switchyard.fs contributors (@switchyard)
 extends_documentation_fragment:
   - switchyard.fs.common
+  - switchyard.fs.common.links
+  - switchyard.fs._attributes
+  - switchyard.fs._attributes.diff
 '''
 
 EXAMPLES = r'''
@@ -110,45 +88,24 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
-changed:
-  description: Whether the filesystem changed (in check mode, whether it would).
-  returned: always
-  type: bool
-  sample: true
-plan_id:
-  description: >-
-    UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it for M(switchyard.fs.safe_restore)
-    O(switchyard.fs.safe_restore#module:plan_id).
-  returned: success, or failure after planning
-  type: str
-  sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-msg:
-  description: What happened.
-  returned: always
-  type: str
-  sample: 2 link(s) swapped, 0 already in place
-error_id:
-  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED, E_SMOKE, E_INTERNAL).
-  returned: failure
-  type: str
-  sample: E_POLICY
-exit_code:
-  description: Numeric code of RV(error_id), from 10 (V(E_POLICY)) to 90 (V(E_INTERNAL)).
-  returned: failure
-  type: int
-  sample: 10
+changed: {description: 'Whether the filesystem changed (in check mode, whether it would).', returned: always, type: bool,
+  sample: true}
+plan_id: {description: 'UUIDv5 over the normalised plan; the same plan has the same id on every host and in check
+    mode. Keep it for M(switchyard.fs.safe_restore) O(switchyard.fs.safe_restore#module:plan_id).', returned: 'success,
+    or failure after planning', type: str, sample: 8c189532-e001-5739-b05f-0ca0f98baf92}
+msg: {description: What happened., returned: always, type: str, sample: '1 link(s) swapped, 0 already in place;
+    plan_id=8c189532-e001-5739-b05f-0ca0f98baf92'}
+error_id: {description: 'Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING,
+    E_RESTORE_FAILED, E_SMOKE, E_INTERNAL).', returned: failure, type: str, sample: E_POLICY}
+exit_code: {description: 'Numeric code of RV(error_id), from 10 (V(E_POLICY)) to 90 (V(E_INTERNAL)).', returned: failure,
+  type: int, sample: 10}
 summary_error_ids:
   description: The specific cause first, then the classification.
   returned: failure
   type: list
   elements: str
-  sample:
-  - E_POLICY
-rolled_back:
-  description: Whether actions already applied were rolled back.
-  returned: failure
-  type: bool
-  sample: false
+  sample: [E_POLICY]
+rolled_back: {description: Whether actions already applied were rolled back., returned: failure, type: bool, sample: false}
 rolled_back_paths:
   description: Paths put back by the rollback.
   returned: failure
@@ -161,94 +118,40 @@ ansible_facts:
   type: dict
   contains:
     switchyard_apply:
-      description: The apply report, validated on the controller against the collection's JSON schema.
+      description: The apply report, validated on the controller against the collection's JSON schema. The facts
+        guide of this collection documents every field.
       returned: always
       type: dict
       contains:
-        schema_version:
-          description: 'Version of the report schema (2: the compact report).'
-          returned: always
-          type: int
-          sample: 2
-        collection_version:
-          description: Version of switchyard.fs that wrote the report.
-          returned: always
-          type: str
-          sample: 0.2.0
-        stage:
-          description: The module's stage.
-          returned: always
-          type: str
-          sample: apply
-        plan_id:
-          description: UUIDv5 over the normalised plan (root-relative), the same on every host and in check mode.
-          returned: always
-          type: str
-          sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-        run_id:
-          description: Random id of this run; names the journal of an apply.
-          returned: always
-          type: str
-          sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
-        dry_run:
-          description: Check mode, or a stage that never changes anything (preflight).
-          returned: always
-          type: bool
-          sample: false
-        ts:
-          description: UTC time the report was written.
-          returned: always
-          type: str
-          sample: '2026-12-01T14:45:49.398201Z'
-        root:
-          description: The O(root) every path is resolved beneath.
-          returned: always
-          type: str
-          sample: /srv/sandbox
+        schema_version: {description: 'Version of the report schema (2: the compact report).', returned: always,
+          type: int, sample: 2}
+        collection_version: {description: Version of switchyard.fs that wrote the report., returned: always, type: str,
+          sample: 0.2.0}
+        stage: {description: The module's stage., returned: always, type: str, sample: apply}
+        plan_id: {description: 'UUIDv5 over the normalised plan (root-relative), the same on every host and in check
+            mode.', returned: always, type: str, sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3}
+        run_id: {description: Random id of this run; names the journal of an apply., returned: always, type: str,
+          sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08}
+        dry_run: {description: 'Check mode, or a stage that never changes anything (preflight).', returned: always,
+          type: bool, sample: false}
+        ts: {description: UTC time the report was written., returned: always, type: str, sample: '2026-12-01T14:45:49.398201Z'}
+        root: {description: The O(root) every path is resolved beneath., returned: always, type: str, sample: /srv/sandbox}
         summary:
           description: Counts and the run's decision.
           returned: always
           type: dict
           contains:
-            decision:
-              description: V(success) or V(failure).
-              returned: always
-              type: str
-              sample: success
-            error_id:
-              description: Error id of a failed run.
-              returned: on failure
-              type: str
-              sample: E_SMOKE
-            backup_durable:
-              description: Every fsync of backups, sidecars, directories and the journal succeeded.
-              returned: always
-              type: bool
-              sample: true
-            actions:
-              description: Planned links.
-              returned: always
-              type: int
-              sample: 2
-            changed:
-              description: Links made.
-              returned: always
-              type: int
-              sample: 2
-            unchanged:
-              description: Targets already linked.
-              returned: always
-              type: int
-              sample: 0
-            rolled_back:
-              description: Actions rolled back.
-              returned: always
-              type: int
-              sample: 0
+            decision: {description: V(success) or V(failure)., returned: always, type: str, sample: success}
+            error_id: {description: Error id of a failed run., returned: on failure, type: str, sample: E_SMOKE}
+            backup_durable: {description: 'Every fsync of backups, sidecars, directories and the journal succeeded.',
+              returned: always, type: bool, sample: true}
+            actions: {description: Planned links., returned: always, type: int, sample: 2}
+            changed: {description: Links made., returned: always, type: int, sample: 2}
+            unchanged: {description: Targets already linked., returned: always, type: int, sample: 0}
+            rolled_back: {description: Actions rolled back., returned: always, type: int, sample: 0}
         plan:
-          description: >-
-            Facts shared by the plan's entries, said once: a key an entry lacks takes the value here; C(mounts) maps a mountpoint to the mount facts an
-            entry's C(mount) names.
+          description: 'Facts shared by the plan''s entries, said once: a key an entry lacks takes the value here;
+            C(mounts) maps a mountpoint to the mount facts an entry''s C(mount) names.'
           returned: when the report has entries that share facts
           type: dict
           contains:
@@ -257,493 +160,198 @@ ansible_facts:
               returned: when an entry has a mount
               type: dict
               sample:
-                /:
-                  fstype: ext4
-                  rw: true
-                  exec: true
-                  method: statvfs
-            op:
-              description: The operation most entries have.
-              returned: when shared
-              type: str
-              sample: link
+                /: {fstype: ext4, rw: true, exec: true, method: statvfs}
+            op: {description: The operation most entries have., returned: when shared, type: str, sample: link}
         recovery:
           description: Plans a crash left unfinished that this run rolled back first (empty normally).
           returned: always
           type: list
           elements: dict
           sample: []
-        preset:
-          description: The O(preset).
-          returned: always
-          type: str
-          sample: default
+        preset: {description: The O(preset)., returned: always, type: str, sample: default}
         policy:
           description: The resolved policy (preset and overrides).
           returned: always
           type: dict
           sample: {}
         actions:
-          description: >-
-            One entry per link, in the order applied. One entry per action: its preflight findings (the former rows), its decision and its result.
-            Compact: what most entries share is in C(plan), derived fields are left out (the collection's facts documentation says how; C(switchyard.fs)
-            plugin_utils C(entries()) spells them out).
+          description: 'One entry per link, in the order applied: its decision and its result. Each entry also carries
+            the preflight findings of its target (C(policy_ok), C(stops), C(warnings), C(notes), C(current_kind),
+            C(planned_kind), C(mount), C(immutable_check), C(provenance), ...), documented by M(switchyard.fs.safe_preflight).
+            Compact: what most entries share is said once in C(plan) and derived fields are left out; the C(switchyard.fs.report_entries)
+            filter spells every entry out, and the facts guide of this collection documents every field.'
           returned: when the run got as far as applying
           type: list
           elements: dict
           contains:
-            action_id:
-              description: UUIDv5 of the action.
-              returned: always
-              type: str
-              sample: 2271eb51-67c7-5101-bec3-de90281d5b91
-            path:
-              description: The target, as seen from inside O(root).
-              returned: always
-              type: str
-              sample: /usr/bin/cat
-            source:
-              description: The link's source, as seen from inside O(root).
-              returned: always
-              type: str
-              sample: /opt/provider/bin/cat
-            result:
-              description: V(changed), V(unchanged), V(failed), V(rolled_back), V(rollback_failed) or V(skipped).
-              returned: always
-              type: str
-              sample: changed
-            hash_alg:
-              description: Always V(sha256).
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: str
-              sample: sha256
-            before_hash:
-              description: sha256 of the target before the swap (null unless a regular file).
-              returned: always
-              type: str
-              sample: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
-            after_hash:
-              description: sha256 of the target after the swap (null for a symlink).
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: str
-              sample:
+            action_id: {description: UUIDv5 of the action., returned: always, type: str, sample: 2271eb51-67c7-5101-bec3-de90281d5b91}
+            path: {description: 'The target, as seen from inside O(root).', returned: always, type: str, sample: /usr/bin/cat}
+            source: {description: 'The link''s source, as seen from inside O(root).', returned: always, type: str,
+              sample: /opt/provider/bin/cat}
+            result: {description: 'V(changed), V(unchanged), V(failed), V(rolled_back), V(rollback_failed) or V(skipped).',
+              returned: always, type: str, sample: changed}
+            hash_alg: {description: Always V(sha256)., returned: unless it is the plan's value (in C(plan)) or derived,
+              type: str, sample: sha256}
+            before_hash: {description: sha256 of the target before the swap (null unless a regular file)., returned: always,
+              type: str, sample: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3}
+            after_hash: {description: sha256 of the target after the swap (null for a symlink)., returned: unless
+                it is the plan's value (in C(plan)) or derived, type: str, sample: null}
             before:
-              description: The target before the swap.
+              description: The target before the swap - C(kind), C(link_target), C(sha256), C(mode), C(owner), C(size).
               returned: always
               type: dict
-              contains: &id001
-                kind:
-                  description: V(file), V(symlink), V(absent), V(directory) or V(other).
-                  returned: always
-                  type: str
-                  sample: file
-                link_target:
-                  description: The link text, for a symlink.
-                  returned: when kind is symlink
-                  type: str
-                  sample: /opt/provider/bin/cat
-                sha256:
-                  description: sha256 of the bytes, for a regular file.
-                  returned: when kind is file
-                  type: str
-                  sample: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
-                mode:
-                  description: Permission bits in octal.
-                  returned: when the path exists
-                  type: str
-                  sample: '0755'
-                owner:
-                  description: C(uid:gid).
-                  returned: when the path exists
-                  type: str
-                  sample: 0:0
-                size:
-                  description: Size in bytes, for a regular file.
-                  returned: when kind is file
-                  type: int
-                  sample: 28
+              sample: {kind: file, sha256: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3, mode: '0755',
+                owner: '0:0', size: 28}
             after:
-              description: The target after the swap.
+              description: The target after the swap, the same fields as C(before).
               returned: unless it is the plan's value (in C(plan)) or derived
               type: dict
-              contains: *id001
+              sample: {kind: symlink, link_target: /opt/provider/bin/cat, mode: '0777', owner: '0:0'}
             backup:
-              description: The backup made of the target.
+              description: The backup made of the target - C(backup_name) and C(sidecar) (file names next to the
+                target, or in O(policy.backup_dir)), C(payload_hash), C(backup_method) (V(hardlink), V(copy), V(symlink)
+                or V(none)), C(prior_kind), C(created_ms) and C(backup_preservation).
               returned: when a backup was made
               type: dict
-              contains:
-                backup_name:
-                  description: File name of the backup payload, next to the target (or in O(policy.backup_dir)).
-                  returned: always
-                  type: str
-                  sample: .cat.switchyard.1796136349399.bak
-                sidecar:
-                  description: File name of the backup's C(backup_meta.v2) sidecar.
-                  returned: always
-                  type: str
-                  sample: .cat.switchyard.1796136349399.bak.meta.json
-                payload_hash:
-                  description: sha256 of the backed-up bytes, checked before any restore.
-                  returned: when the prior kind is file
-                  type: str
-                  sample: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
-                backup_method:
-                  description: V(hardlink), V(copy), V(symlink) or V(none) (the target was absent).
-                  returned: always
-                  type: str
-                  sample: hardlink
-                prior_kind:
-                  description: What the target was - V(file), V(symlink) or V(absent).
-                  returned: always
-                  type: str
-                  sample: file
-                created_ms:
-                  description: Creation time in milliseconds since the epoch; part of the backup name.
-                  returned: always
-                  type: int
-                  sample: 1796136349399
-            backup_durable:
-              description: Every fsync for this action's backup succeeded.
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: bool
-              sample: true
-            op:
-              description: V(link) for a swap, V(restore) for a restore.
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: str
-              sample: link
-            link_text:
-              description: The text the link will hold.
-              returned: for links
-              type: str
-              sample: /opt/provider/bin/cat
-            current_kind:
-              description: What the target is now.
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: str
-              sample: file
-            planned_kind:
-              description: What the target will be.
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: str
-              sample: symlink
-            noop:
-              description: The target already is what the plan wants.
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: bool
-              sample: false
-            policy_ok:
-              description: No STOP for this row.
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: bool
-              sample: true
-            stops:
-              description: Why the row stops; empty when the row's C(policy_ok) is true.
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: list
-              elements: dict
-              contains:
-                msg:
-                  description: What stops and how to change it.
-                  returned: always
-                  type: str
-                  sample: /usr/bin/ls is under forbidden path /usr/bin (remove it from policy.forbid_paths to proceed)
-                knob:
-                  description: The policy knob (or option) that changes the decision.
-                  returned: always
-                  type: str
-                  sample: forbid_paths
-                error_id:
-                  description: The error id the STOP fails with.
-                  returned: always
-                  type: str
-                  sample: E_POLICY
-              sample: []
-            warnings:
-              description: Findings that do not stop the row.
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: list
-              elements: str
-              sample: []
-            notes:
-              description: Informational findings (package ownership, diversions, alternatives).
-              returned: unless it is the plan's value (in C(plan)) or derived
-              type: list
-              elements: str
-              sample: []
-            mount:
-              description: Mount of the target's directory - mountpoint, fstype, rw, exec, method.
-              returned: for links and restores
-              type: dict
-              sample:
-                exec: true
-                fstype: ext4
-                method: statvfs
-                mountpoint: /
-                rw: true
-            immutable_detection_method:
-              description: V(ioctl), V(lsattr), V(unknown) or V(not_applicable).
-              returned: when probed
-              type: str
-              sample: ioctl
-            provenance:
-              description: Owner uid/gid and owning package (C(pkg), C(backend)) when a package database knows it.
-              returned: for links
-              type: dict
-              sample:
-                backend:
-                gid: 0
-                pkg:
-                uid: 0
-            restore_ready:
-              description: A complete backup exists and its hash verifies.
-              returned: for restores
-              type: bool
-              sample: true
+              sample: {backup_name: .cat.switchyard.1796136349399.bak, backup_method: hardlink, prior_kind: file,
+                created_ms: 1796136349399}
+            backup_durable: {description: Every fsync for this action's backup succeeded., returned: unless it is
+                the plan's value (in C(plan)) or derived, type: bool, sample: true}
+            swap_method: {description: 'How the link took the target''s place - V(exchange), V(noreplace) or V(rename)
+                (the facts guide says what each guarantees).', returned: 'when the swap ran, unless it is the plan''s
+                value (in C(plan))', type: str, sample: exchange}
         smoke:
           description: Results of the smoke checks (only when a swap is committed).
           returned: when smoke checks ran
           type: list
           elements: dict
           contains:
-            name:
-              description: The check.
-              returned: always
-              type: str
-              sample: resolve /usr/bin/cat
-            ok:
-              description: Whether it passed.
-              returned: always
-              type: bool
-              sample: true
-            rc:
-              description: Exit code of a command check.
-              returned: always
-              type: int
-              sample: 0
-            mode:
-              description: V(chroot), V(host) or V(resolve).
-              returned: always
-              type: str
-              sample: resolve
-            detail:
-              description: What was found.
-              returned: always
-              type: str
-              sample: resolves to an executable file
+            name: {description: The check., returned: always, type: str, sample: resolve /usr/bin/cat}
+            ok: {description: Whether it passed., returned: always, type: bool, sample: true}
+            rc: {description: Exit code of a command check., returned: always, type: int, sample: 0}
+            mode: {description: 'V(chroot), V(host) or V(resolve).', returned: always, type: str, sample: resolve}
+            detail: {description: What was found., returned: always, type: str, sample: resolves to an executable
+                file}
         rolled_back_paths:
           description: Targets put back by an automatic rollback.
           returned: always
           type: list
           elements: str
           sample: []
-        lock_backend:
-          description: V(flock), or V(none) when the run went on without the lock (O(policy.locking=optional)).
-          returned: always
-          type: str
-          sample: flock
-        lock_wait_ms:
-          description: How long the run waited for the lock.
-          returned: always
-          type: float
-          sample: 0.01
-        lock_attempts:
-          description: How many times the lock was tried.
-          returned: always
-          type: int
-          sample: 1
+        lock_backend: {description: 'V(flock), or V(none) when the run went on without the lock (O(policy.locking=optional)).',
+          returned: always, type: str, sample: flock}
+        lock_wait_ms: {description: How long the run waited for the lock., returned: always, type: float, sample: 0.01}
+        lock_attempts: {description: How many times the lock was tried., returned: always, type: int, sample: 1}
         events:
-          description: >-
-            The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts) are derived and per-action events reference their
-            entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl) callback get every event in full.
+          description: 'The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts)
+            are derived and per-action events reference their entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl)
+            callback get every event in full.'
           returned: always
           type: list
           elements: dict
           contains:
-            stage:
-              description: >-
-                The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result), V(rollback), V(rollback.summary), V(restore),
-                V(prune.result) or V(recovery).
-              returned: always
-              type: str
-              sample: apply.result
-            decision:
-              description: V(success), V(failure) or V(warn).
-              returned: always
-              type: str
-              sample: success
-            seq:
-              description: Position of the event in the run; given only when not its position in the list.
-              returned: when not its position
-              type: int
-              sample: 5
-            path:
-              description: The target the event is about.
-              returned: for per-target events without an entry (C(a))
-              type: str
-              sample: /usr/bin/cat
-            a:
-              description: Index of the entry the event is about; the event does not repeat the entry's fields.
-              returned: for per-action events
-              type: int
-              sample: 0
-            dt_us:
-              description: "When: microseconds from the report's C(ts)."
-              returned: always
-              type: int
-              sample: -5429
-            n:
-              description: How many consecutive events of consecutive entries this record stands for.
-              returned: for a group
-              type: int
-              sample: 2
+            stage: {description: 'The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result),
+                V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).', returned: always,
+              type: str, sample: apply.result}
+            decision: {description: 'V(success), V(failure) or V(warn).', returned: always, type: str, sample: success}
+            seq: {description: Position of the event in the run; given only when not its position in the list.,
+              returned: when not its position, type: int, sample: 5}
+            path: {description: The target the event is about., returned: for per-target events without an entry
+                (C(a)), type: str, sample: /usr/bin/cat}
+            a: {description: Index of the entry the event is about; the event does not repeat the entry's fields.,
+              returned: for per-action events, type: int, sample: 0}
+            dt_us: {description: 'When: microseconds from the report''s C(ts).', returned: always, type: int, sample: -5429}
+            n: {description: How many consecutive events of consecutive entries this record stands for., returned: for
+                a group, type: int, sample: 2}
             gaps_us:
               description: Microseconds from each event of a group to the next.
               returned: for a group
               type: list
-              sample:
-              - 39
+              sample: [39]
               elements: int
       sample:
         schema_version: 2
         collection_version: 0.2.0
         stage: apply
-        plan_id: 7f57ce8a-6863-55e9-8968-113758b2aa0a
-        run_id: 2ad40bf8-7737-4c86-bdd9-a5ae94aef132
+        plan_id: 8c189532-e001-5739-b05f-0ca0f98baf92
+        run_id: e5c5c6f0-82c6-4c6e-9028-659dc430874d
         dry_run: false
-        ts: '2026-12-01T15:42:27.012148Z'
-        summary:
-          actions: 2
-          changed: 2
-          unchanged: 0
-          rolled_back: 0
-          backup_durable: true
-          decision: success
+        ts: '2026-12-01T17:34:39.717415Z'
+        summary: {actions: 1, changed: 1, unchanged: 0, rolled_back: 0, backup_durable: true, decision: success}
         actions:
-        - action_id: beaaa3c3-a1eb-59ee-8d79-d8598ff95fbf
-          path: /usr/bin/cat
-          source: /opt/prov/bin/cat
-          result: changed
-          before_hash: 008f819498fe591f3cc920d543709347d8d14a139bb3482bc2cd8635c1b3162e
-          before:
-            size: 44016
-          backup:
-            backup_name: .cat.switchyard.1796139746989.bak
-        - action_id: e7e949a0-44d2-528c-a219-3ac21224e6c5
-          path: /usr/bin/ls
-          source: /opt/prov/bin/ls
-          result: changed
-          before_hash: cb30d69b24245bf2ecdc9e7f53bbad19159999970b6d82c0c00c7d32d9e37aa4
-          before:
-            size: 151344
-          backup:
-            backup_name: .ls.switchyard.1796139746989.bak
+          - action_id: 76d0e7f5-7307-56f8-b24d-987715a4c5e4
+            path: /usr/bin/cat
+            op: link
+            policy_ok: true
+            source: /opt/provider/bin/cat
+            current_kind: file
+            planned_kind: symlink
+            noop: false
+            mount: /
+            source_mount: /
+            source_trusted: true
+            extra_mounts: []
+            immutable_detection_method: ioctl
+            immutable_check:
+              immutable: false
+              append_only: false
+              reliable: true
+              target: {method: ioctl, immutable: false, append_only: false, reliable: true, detail: FS_IOC_GETFLAGS}
+              directory: {method: ioctl, immutable: false, append_only: false, reliable: true, detail: FS_IOC_GETFLAGS}
+            provenance: {uid: 0, gid: 0, pkg: null, backend: null}
+            backup_same_fs: true
+            preservation:
+              tier: basic
+              fields: [mode]
+              probed: [the target directory]
+            preservation_supported: {mode: true}
+            result: changed
+            hash_alg: sha256
+            before_hash: cfa5ea90790e159c4d2c9a6f652b8eda1557ef95a602dac291771a817c6842b3
+            before: {kind: file, mode: '0755', owner: '0:0', size: 28}
+            backup_durable: true
+            swap_method: exchange
+            backup: {backup_name: .cat.switchyard.1796146479697.bak, created_ms: 1796146479697, backup_method: hardlink,
+              backup_preservation: null}
         rolled_back_paths: []
         root: /srv/sandbox
         preset: default
         recovery: []
         lock_backend: flock
-        lock_wait_ms: 0.005
+        lock_wait_ms: 0.006
         lock_attempts: 1
         events:
-        - stage: plan
-          dt_us: -26249
-          actions: 2
-          preset: default
-        - stage: preflight
-          a: 0
-          dt_us: -22581
-          n: 2
-          gaps_us:
-          - 32
-        - stage: preflight.summary
-          dt_us: -22532
-          rows: 2
-          stops: 0
-          warnings: 0
-          stop_paths: []
-          overridden: 0
-        - stage: apply.attempt
-          dt_us: -22500
-          actions: 2
-          lock_backend: flock
-          lock_wait_ms: 0.005
-          lock_attempts: 1
-        - stage: apply.result
-          a: 0
-          dt_us: -4158
-          n: 2
-          gaps_us:
-          - 2105
+          - {stage: plan, dt_us: -21464, actions: 1, preset: default}
+          - {stage: preflight, a: 0, dt_us: -20139}
+          - stage: preflight.summary
+            dt_us: -20112
+            rows: 1
+            stops: 0
+            warnings: 0
+            stop_paths: []
+            overridden: 0
+          - {stage: apply.attempt, dt_us: -20079, actions: 1, lock_backend: flock, lock_wait_ms: 0.006, lock_attempts: 1}
+          - {stage: apply.result, a: 0, dt_us: -2403}
+          - stage: apply.result
+            dt_us: -1985
+            msg: smoke checks
+            smoke:
+              - {name: resolve /usr/bin/cat, ok: true, rc: null, mode: resolve, detail: resolves to an executable
+                  file}
         plan:
           mounts:
-            /:
-              fstype: ext4
-              rw: true
-              exec: true
-              method: statvfs
-          before:
-            kind: file
-            mode: '0755'
-            owner: 0:0
-          backup:
-            backup_method: hardlink
-            backup_preservation:
-            created_ms: 1796139746989
-          op: link
-          policy_ok: true
-          current_kind: file
-          planned_kind: symlink
-          noop: false
-          mount: /
-          source_mount: /
-          extra_mounts: []
-          source_trusted: true
-          immutable_detection_method: ioctl
-          immutable_check:
-            immutable: false
-            append_only: false
-            reliable: true
-            target:
-              method: ioctl
-              immutable: false
-              append_only: false
-              reliable: true
-              detail: FS_IOC_GETFLAGS
-            directory:
-              method: ioctl
-              immutable: false
-              append_only: false
-              reliable: true
-              detail: FS_IOC_GETFLAGS
-          provenance:
-            uid: 0
-            gid: 0
-            pkg:
-            backend:
-          backup_same_fs: true
-          preservation:
-            tier: basic
-            fields:
-            - mode
-            probed:
-            - the target directory
-          preservation_supported:
-            mode: true
-          hash_alg: sha256
-          backup_durable: true
-          swap_method: exchange
-        smoke: []
+            /: {fstype: ext4, rw: true, exec: true, method: statvfs}
+        smoke:
+          - {name: resolve /usr/bin/cat, ok: true, rc: null, mode: resolve, detail: resolves to an executable file}
 '''
 
-from ansible_collections.switchyard.fs.plugins.module_utils._module import ArgumentSpec, run_module
+from ansible_collections.switchyard.fs.plugins.module_utils._module import LINKS_SPEC, ArgumentSpec, run_module
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import apply
 
 
 def main():
     spec = ArgumentSpec({
-        "links": {"type": "list", "elements": "dict", "required": True,
-                  "options": {"source": {"type": "path", "required": True}, "target": {"type": "path", "required": True}}},
+        "links": dict(LINKS_SPEC, required=True),
         "smoke": {"type": "raw"},
     })
     run_module(spec, "apply", lambda module, settings: apply(settings, module.params["links"], module.params["smoke"]))

@@ -31,19 +31,9 @@ options:
     description: Delete backups older than this many seconds. Defaults to O(policy.retention_age).
     type: float
 attributes:
-  async:
-    support: none
-    description: Runs synchronously only; the action plugin refuses C(async) because it validates the report the module returns.
-  check_mode:
-    support: full
-    description: Runs every probe for real and changes nothing.
   diff_mode:
     support: none
     description: Returns no diff; the deleted backups are listed in C(results[].pruned_backups).
-  platform:
-    support: full
-    platforms: posix
-    description: Linux managed hosts (uses flock, ioctl FS_IOC_GETFLAGS and *at syscalls).
 seealso:
   - module: switchyard.fs.safe_apply
     description: Makes the backups this module deletes.
@@ -53,6 +43,7 @@ author:
   - switchyard.fs contributors (@switchyard)
 extends_documentation_fragment:
   - switchyard.fs.common
+  - switchyard.fs._attributes
 '''
 
 EXAMPLES = r'''
@@ -72,45 +63,22 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
-changed:
-  description: Whether the filesystem changed (in check mode, whether it would).
-  returned: always
-  type: bool
-  sample: true
-plan_id:
-  description: >-
-    UUIDv5 over the normalised plan; the same plan has the same id on every host and in check mode. Keep it for M(switchyard.fs.safe_restore)
-    O(switchyard.fs.safe_restore#module:plan_id).
-  returned: success, or failure after planning
-  type: str
-  sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-msg:
-  description: What happened.
-  returned: always
-  type: str
-  sample: 2 backup(s) pruned
-error_id:
-  description: Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING, E_RESTORE_FAILED, E_SMOKE, E_INTERNAL).
-  returned: failure
-  type: str
-  sample: E_POLICY
-exit_code:
-  description: Numeric code of RV(error_id), from 10 (V(E_POLICY)) to 90 (V(E_INTERNAL)).
-  returned: failure
-  type: int
-  sample: 10
+changed: {description: 'Whether the filesystem changed (in check mode, whether it would).', returned: always, type: bool,
+  sample: true}
+plan_id: {description: UUIDv5 over the normalised plan; the same plan has the same id on every host and in check
+    mode., returned: 'success, or failure after planning', type: str, sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3}
+msg: {description: What happened., returned: always, type: str, sample: 1 backup(s) pruned}
+error_id: {description: 'Stable error id (E_POLICY, E_OWNERSHIP, E_LOCKING, E_ATOMIC_SWAP, E_EXDEV, E_BACKUP_MISSING,
+    E_RESTORE_FAILED, E_SMOKE, E_INTERNAL).', returned: failure, type: str, sample: E_POLICY}
+exit_code: {description: 'Numeric code of RV(error_id), from 10 (V(E_POLICY)) to 90 (V(E_INTERNAL)).', returned: failure,
+  type: int, sample: 10}
 summary_error_ids:
   description: The specific cause first, then the classification.
   returned: failure
   type: list
   elements: str
-  sample:
-  - E_POLICY
-rolled_back:
-  description: Whether actions already applied were rolled back.
-  returned: failure
-  type: bool
-  sample: false
+  sample: [E_POLICY]
+rolled_back: {description: Whether actions already applied were rolled back., returned: failure, type: bool, sample: false}
 rolled_back_paths:
   description: Paths put back by the rollback.
   returned: failure
@@ -123,84 +91,38 @@ ansible_facts:
   type: dict
   contains:
     switchyard_prune:
-      description: The prune report, validated on the controller against the collection's JSON schema.
+      description: The prune report, validated on the controller against the collection's JSON schema. The facts
+        guide of this collection documents every field.
       returned: always
       type: dict
       contains:
-        schema_version:
-          description: 'Version of the report schema (2: the compact report).'
-          returned: always
-          type: int
-          sample: 2
-        collection_version:
-          description: Version of switchyard.fs that wrote the report.
-          returned: always
-          type: str
-          sample: 0.2.0
-        stage:
-          description: The module's stage.
-          returned: always
-          type: str
-          sample: prune
-        plan_id:
-          description: UUIDv5 over the normalised plan (root-relative), the same on every host and in check mode.
-          returned: always
-          type: str
-          sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3
-        run_id:
-          description: Random id of this run; names the journal of an apply.
-          returned: always
-          type: str
-          sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08
-        dry_run:
-          description: Check mode, or a stage that never changes anything (preflight).
-          returned: always
-          type: bool
-          sample: false
-        ts:
-          description: UTC time the report was written.
-          returned: always
-          type: str
-          sample: '2026-12-01T14:45:49.398201Z'
-        root:
-          description: The O(root) every path is resolved beneath.
-          returned: always
-          type: str
-          sample: /srv/sandbox
+        schema_version: {description: 'Version of the report schema (2: the compact report).', returned: always,
+          type: int, sample: 2}
+        collection_version: {description: Version of switchyard.fs that wrote the report., returned: always, type: str,
+          sample: 0.2.0}
+        stage: {description: The module's stage., returned: always, type: str, sample: prune}
+        plan_id: {description: 'UUIDv5 over the normalised plan (root-relative), the same on every host and in check
+            mode.', returned: always, type: str, sample: 075a00b1-4f61-5fde-8bb8-2b70498e00c3}
+        run_id: {description: Random id of this run; names the journal of an apply., returned: always, type: str,
+          sample: 5dac62f2-7ee8-4b91-959b-6b096c37dc08}
+        dry_run: {description: 'Check mode, or a stage that never changes anything (preflight).', returned: always,
+          type: bool, sample: false}
+        ts: {description: UTC time the report was written., returned: always, type: str, sample: '2026-12-01T14:45:49.398201Z'}
+        root: {description: The O(root) every path is resolved beneath., returned: always, type: str, sample: /srv/sandbox}
         summary:
           description: Counts and the run's decision.
           returned: always
           type: dict
           contains:
-            decision:
-              description: V(success) or V(failure).
-              returned: always
-              type: str
-              sample: success
-            error_id:
-              description: Error id of a failed run.
-              returned: on failure
-              type: str
-              sample: E_SMOKE
-            backup_durable:
-              description: Every fsync of backups, sidecars, directories and the journal succeeded.
-              returned: always
-              type: bool
-              sample: true
-            targets:
-              description: Targets.
-              returned: always
-              type: int
-              sample: 2
-            pruned:
-              description: Backups deleted.
-              returned: always
-              type: int
-              sample: 2
+            decision: {description: V(success) or V(failure)., returned: always, type: str, sample: success}
+            error_id: {description: Error id of a failed run., returned: on failure, type: str, sample: E_SMOKE}
+            backup_durable: {description: 'Every fsync of backups, sidecars, directories and the journal succeeded.',
+              returned: always, type: bool, sample: true}
+            targets: {description: Targets., returned: always, type: int, sample: 2}
+            pruned: {description: Backups deleted., returned: always, type: int, sample: 2}
         plan:
-          description: >-
-            Facts shared by the plan's entries, said once: a key an entry lacks takes the value here; C(mounts) maps a mountpoint to the mount facts an
-            entry's C(mount) names.
+          description: 'Facts shared by the plan''s entries, said once: a key an entry lacks takes the value here;
+            C(mounts) maps a mountpoint to the mount facts an entry''s C(mount) names.'
           returned: when the report has entries that share facts
           type: dict
           contains:
@@ -209,13 +131,8 @@ ansible_facts:
               returned: when an entry has a mount
               type: dict
               sample:
-                /:
-                  fstype: ext4
-            op:
-              description: The operation most entries have.
-              returned: when shared
-              type: str
-              sample: link
+                /: {fstype: ext4}
+            op: {description: The operation most entries have., returned: when shared, type: str, sample: link}
         recovery:
           description: Plans a crash left unfinished that this run rolled back first (empty normally).
           returned: always
@@ -223,137 +140,77 @@ ansible_facts:
           elements: dict
           sample: []
         results:
-          description: >-
-            One entry per target. Compact: what most entries share is in C(plan), derived fields are left out (the collection's facts documentation says
-            how; C(switchyard.fs) plugin_utils C(entries()) spells them out).
+          description: 'One entry per target. Compact: what most entries share is said once in C(plan) and derived
+            fields are left out; the C(switchyard.fs.report_entries) filter spells every entry out, and the facts
+            guide of this collection documents every field.'
           returned: always
           type: list
           elements: dict
           contains:
-            path:
-              description: The target, as seen from inside O(root).
-              returned: always
-              type: str
-              sample: /usr/bin/ls
-            result:
-              description: V(changed) when backups were (or in check mode would be) deleted.
-              returned: always
-              type: str
-              sample: changed
-            kept:
-              description: Backups kept; the newest is always kept.
-              returned: always
-              type: int
-              sample: 1
-            pruned:
-              description: Backups deleted.
-              returned: always
-              type: int
-              sample: 2
+            path: {description: 'The target, as seen from inside O(root).', returned: always, type: str, sample: /usr/bin/ls}
+            result: {description: V(changed) when backups were (or in check mode would be) deleted., returned: always,
+              type: str, sample: changed}
+            kept: {description: Backups kept; the newest is always kept., returned: always, type: int, sample: 1}
+            pruned: {description: Backups deleted., returned: always, type: int, sample: 2}
             pruned_backups:
               description: File names of the deleted backups.
               returned: always
               type: list
               elements: str
-              sample:
-              - .ls.switchyard.1796136349399.bak
-        lock_backend:
-          description: V(flock), or V(none) when the run went on without the lock (O(policy.locking=optional)).
-          returned: always
-          type: str
-          sample: flock
-        lock_wait_ms:
-          description: How long the run waited for the lock.
-          returned: always
-          type: float
-          sample: 0.01
-        lock_attempts:
-          description: How many times the lock was tried.
-          returned: always
-          type: int
-          sample: 1
+              sample: [.ls.switchyard.1796136349399.bak]
+        lock_backend: {description: 'V(flock), or V(none) when the run went on without the lock (O(policy.locking=optional)).',
+          returned: always, type: str, sample: flock}
+        lock_wait_ms: {description: How long the run waited for the lock., returned: always, type: float, sample: 0.01}
+        lock_attempts: {description: How many times the lock was tried., returned: always, type: int, sample: 1}
         events:
-          description: >-
-            The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts) are derived and per-action events reference their
-            entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl) callback get every event in full.
+          description: 'The audit events of the run, in order, compact: envelope, C(event_id), C(seq) and C(ts)
+            are derived and per-action events reference their entry (C(a)). O(audit_log) and the C(switchyard.fs.audit_jsonl)
+            callback get every event in full.'
           returned: always
           type: list
           elements: dict
           contains:
-            stage:
-              description: >-
-                The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result), V(rollback), V(rollback.summary), V(restore),
-                V(prune.result) or V(recovery).
-              returned: always
-              type: str
-              sample: apply.result
-            decision:
-              description: V(success), V(failure) or V(warn).
-              returned: always
-              type: str
-              sample: success
-            seq:
-              description: Position of the event in the run; given only when not its position in the list.
-              returned: when not its position
-              type: int
-              sample: 5
-            path:
-              description: The target the event is about.
-              returned: for per-target events without an entry (C(a))
-              type: str
-              sample: /usr/bin/cat
-            a:
-              description: Index of the entry the event is about; the event does not repeat the entry's fields.
-              returned: for per-action events
-              type: int
-              sample: 0
-            dt_us:
-              description: "When: microseconds from the report's C(ts)."
-              returned: always
-              type: int
-              sample: -5429
-            n:
-              description: How many consecutive events of consecutive entries this record stands for.
-              returned: for a group
-              type: int
-              sample: 2
+            stage: {description: 'The step - V(plan), V(preflight), V(preflight.summary), V(apply.attempt), V(apply.result),
+                V(rollback), V(rollback.summary), V(restore), V(prune.result) or V(recovery).', returned: always,
+              type: str, sample: apply.result}
+            decision: {description: 'V(success), V(failure) or V(warn).', returned: always, type: str, sample: success}
+            seq: {description: Position of the event in the run; given only when not its position in the list.,
+              returned: when not its position, type: int, sample: 5}
+            path: {description: The target the event is about., returned: for per-target events without an entry
+                (C(a)), type: str, sample: /usr/bin/cat}
+            a: {description: Index of the entry the event is about; the event does not repeat the entry's fields.,
+              returned: for per-action events, type: int, sample: 0}
+            dt_us: {description: 'When: microseconds from the report''s C(ts).', returned: always, type: int, sample: -5429}
+            n: {description: How many consecutive events of consecutive entries this record stands for., returned: for
+                a group, type: int, sample: 2}
             gaps_us:
               description: Microseconds from each event of a group to the next.
               returned: for a group
               type: list
-              sample:
-              - 39
+              sample: [39]
               elements: int
       sample:
         schema_version: 2
         collection_version: 0.2.0
         stage: prune
         plan_id: f87728c7-c480-5f28-91c4-f51109f51a73
-        run_id: ff8d8b5f-e5cc-444c-a020-188e8f6d4ac3
+        run_id: 50171315-0776-4556-85c1-fd386aa9a59a
         dry_run: false
-        ts: '2026-12-01T15:42:27.062341Z'
-        summary:
-          targets: 1
-          pruned: 1
-          decision: success
-          backup_durable: true
+        ts: '2026-12-01T17:34:39.834821Z'
+        summary: {targets: 1, pruned: 1, decision: success, backup_durable: true}
         root: /srv/sandbox
         results:
-        - path: /usr/bin/cat
-          kept: 1
-          pruned: 1
-          pruned_backups:
-          - .cat.switchyard.1796139746989.bak
-          result: changed
+          - path: /usr/bin/cat
+            kept: 1
+            pruned: 1
+            pruned_backups: [.cat.switchyard.1796146479697.bak]
+            result: changed
         recovery: []
         lock_backend: flock
-        lock_wait_ms: 0.003
+        lock_wait_ms: 0.005
         lock_attempts: 1
         events:
-        - stage: prune.result
-          dt_us: -33
-          pruned: 1
-          targets: 1
+          - {stage: prune.result, dt_us: -81, pruned: 1, targets: 1}
 '''
 
 from ansible_collections.switchyard.fs.plugins.module_utils._module import ArgumentSpec, run_module
