@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The switchyard.fs.report_events filter: a compact report's events as the host wrote them to its audit_log."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Shared argument spec and the module runner: build AnsibleModule, call the engine, map errors. Private to this collection."""
+"""Module glue: the shared argument specs (options, links), the runner, errors and messages. Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -2,6 +2,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The switchyard.fs.safe_preflight module: its documentation and its options; the engine runs the gates."""
 
 from __future__ import absolute_import, division, print_function
 

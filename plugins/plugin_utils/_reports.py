@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller side: the report schema, its validation, and redaction for dry-run parity. Private to this collection."""
+"""Controller side of the report: schema validation, compact entries and events spelled out, redaction. Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -22,6 +22,7 @@ if __name__ == "__main__":
 
 from ansible_collections.switchyard.fs.plugins.doc_fragments.common import ModuleDocFragment  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import ERROR_TABLE  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._facts import FACT_KEY, MODULE, STAGES  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._module import POLICY_OPTIONS  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import DEFAULTS, KNOBS, PRESETS  # noqa: E402
 
@@ -215,6 +216,33 @@ def test_facts_doc_names_every_report_entry_plan_and_event_property():
     for spec in objects:
         for prop in spec["properties"]:
             assert "`%s`" % prop in text, prop
+
+
+# -- fact keys: docs/facts.md and the callback <-> _facts ------------------------------------------
+
+def test_facts_doc_module_table_is_the_fact_key_table():
+    rows = _table_rows(_read("facts.md"), "module")
+    assert [(r[0].strip("`"), r[1].strip("`")) for r in rows] == [
+        (MODULE[s], "ansible_facts." + FACT_KEY[s]) for s in STAGES]
+
+
+def test_callback_doc_names_every_fact_key():
+    with open(os.path.join(REPO, "plugins", "callback", "audit_jsonl.py")) as f:
+        text = f.read()
+    doc = text[text.index('DOCUMENTATION = r"""'):text.index('EXAMPLES = r"""')]
+    for key in FACT_KEY.values():
+        assert "C(%s)" % key in doc or "C(ansible_facts.%s)" % key in doc, key
+
+
+# -- guides point at nothing a reader of the installed collection lacks -----------------------------
+
+def test_guides_name_no_spec_section_and_no_wrong_schema_path():
+    names = ["README.md"] + ["docs/" + n for n in sorted(os.listdir(DOCS)) if n.endswith(".md")]
+    for name in names:
+        with open(os.path.join(REPO, name)) as f:
+            text = f.read()
+        assert not re.search(r"\bSPEC\b", text), name  # the contract the code was written against is not shipped
+        assert "plugin_utils/report.schema.json" not in text, name  # the schema is schemas/report.schema.json
 
 
 if __name__ == "__main__":
