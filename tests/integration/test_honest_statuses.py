@@ -3,6 +3,7 @@ say what the modules do, and the action plugin's report validation is real (and 
 import json
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 
@@ -119,10 +120,13 @@ def test_diff_only_where_documented_and_async_refused(tmp_path):
     res = r.result("async apply")
     assert res["failed"] and "async" in res["msg"].lower(), res
     assert os.readlink(sb.p("/usr/bin/ls")) == "/opt/prov/bin/ls"  # the refused restore never ran
-    for name in ("safe_preflight", "safe_prune"):
-        with open(os.path.join(REPO, "plugins", "modules", name + ".py")) as f:
-            text = f.read()
-        assert "diff_mode:\n    support: none" in text and "async:\n    support: none" in text
+    # What the documentation says, as ansible-doc renders it (the attributes come partly from doc fragments).
+    out = subprocess.check_output([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "--json", "-t", "module"]
+                                  + ["switchyard.fs." + m for m in ("safe_preflight", "safe_apply", "safe_restore", "safe_prune")])
+    docs = json.loads(out)
+    for name, diff in (("safe_preflight", "none"), ("safe_apply", "full"), ("safe_restore", "full"), ("safe_prune", "none")):
+        attributes = docs["switchyard.fs." + name]["doc"]["attributes"]
+        assert attributes["diff_mode"]["support"] == diff and attributes["async"]["support"] == "none", name
 
 
 def _collection_copy(tmp_path):
