@@ -137,6 +137,18 @@ def test_events_of_every_stage_key_and_every_host_are_written(tmp_path):
         ("h1", "apply.result"), ("h1", "preflight"), ("h2", "apply.result"), ("h2", "preflight")]
 
 
+def test_events_are_read_from_exactly_the_fact_keys_of_the_table(tmp_path):
+    """Every report key of _facts.FACT_KEY is read; another switchyard_* fact (a role's, a user's) is not a report."""
+    from ansible_collections.switchyard.fs.plugins.module_utils._facts import FACT_KEY
+    out = tmp_path / "audit.jsonl"
+    cb = load_callback(out)
+    result = {"ansible_facts": dict((key, {"events": [make_event(1, run_id="r-" + stage)]})
+                                    for stage, key in FACT_KEY.items())}
+    result["ansible_facts"]["switchyard_last_run"] = {"events": [make_event(1, run_id="not-a-report")]}
+    cb.v2_runner_on_ok(FakeResult("h1", "t", result))
+    assert sorted(line["run_id"] for line in read_lines(out)) == sorted("r-" + stage for stage in FACT_KEY)
+
+
 def test_loop_items_and_summary_result_do_not_duplicate_events(tmp_path):
     out = tmp_path / "audit.jsonl"
     cb = load_callback(out)
