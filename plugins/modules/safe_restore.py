@@ -138,10 +138,10 @@ ansible_facts:
           sample: []
         preset: {description: The O(preset)., returned: always, type: str, sample: default}
         results:
-          description: 'One entry per restored target: its decision and its result. Each entry also carries the
-            preflight findings of its target (C(policy_ok), C(stops), C(warnings), C(notes), C(current_kind), C(planned_kind),
-            C(mount), C(immutable_check), C(provenance), ...), documented by M(switchyard.fs.safe_preflight). Compact:
-            what most entries share is said once in C(plan) and derived fields are left out; the C(switchyard.fs.report_entries)
+          description: 'One entry per restored target: its decision and its result. With O(targets), each entry
+            also carries the restore preflight findings of its target (C(policy_ok), C(stops), C(warnings), C(restore_ready),
+            C(current_kind), C(planned_kind), C(mount), C(immutable_check), ...), documented by M(switchyard.fs.safe_preflight).
+            Compact: what most entries share is said once in C(plan) and derived fields are left out; the C(switchyard.fs.report_entries)
             filter spells every entry out, and the facts guide of this collection documents every field.'
           returned: always
           type: list
