@@ -20,7 +20,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 from sandbox import make_sandbox  # noqa: E402
 
-from ansible_collections.switchyard.fs.plugins.module_utils._engine import Run, Settings, apply, preflight  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.inputs import Settings  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.run import Run  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils.engine import apply, preflight  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (  # noqa: E402
     LockingError, PolicyError, SwitchyardError)
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dir_beneath, open_root  # noqa: E402
