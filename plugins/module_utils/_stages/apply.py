@@ -16,7 +16,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._probes import mount
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import smoke as _smoke
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     AtomicSwapError, InternalError, LockingError, PolicyError, RestoreFailedError, SmokeError, SwitchyardError)
-from ansible_collections.switchyard.fs.plugins.module_utils._stages.inputs import normalize_links
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.inputs import normalize_links, plan_of
 from ansible_collections.switchyard.fs.plugins.module_utils._stages.run import Run, file_state, merge_rows, now_ms
 from ansible_collections.switchyard.fs.plugins.module_utils._stages.recovery import recover, recovery_changed
 from ansible_collections.switchyard.fs.plugins.module_utils._stages.links import resolve_links
@@ -24,27 +24,51 @@ from ansible_collections.switchyard.fs.plugins.module_utils._stages.preflight im
 from ansible_collections.switchyard.fs.plugins.module_utils._stages.rollback import rollback
 
 
+class Outcome(object):
+    """What apply decided for one LinkAction and what became of it.  The LinkAction (resolved facts) is only
+    read; the commit, the rollback and check mode write here, and the report is built from here."""
+
+    def __init__(self, la, before):
+        self.la = la
+        self.before = before  # file_state of the target as preflight saw it (None when apply stopped earlier)
+        self.backup_ms = None  # decided before the first mutation, journaled
+        self.backup = None
+        self.backup_durable = None
+        self.swap_method = None
+        self.result = None
+
+    # The facts, read through: an outcome never changes them.
+    action = property(lambda self: self.la.action)
+    link = property(lambda self: self.la.link)
+    target = property(lambda self: self.la.target)
+    st = property(lambda self: self.la.st)
+    kind = property(lambda self: self.la.kind)
+    noop = property(lambda self: self.la.noop)
+
+
 def apply(settings, links, smoke=None):
-    """Preflight under the lock, journal, back up, swap, fsync, smoke; roll back on any failure."""
+    """Preflight under the lock, journal, back up, swap, fsync, smoke; roll back on any failure.
+
+    settings.check_mode: decide everything (the lock, recovery and the swaps excepted), change nothing."""
     norm = normalize_links(settings, links)
     checks = _smoke.validate_checks(smoke)
-    run = Run(settings, "apply", None)
+    plan = plan_of(norm)
+    run = Run(settings, "apply", plan.plan_id, settings.check_mode)
     acts = []
     try:
-        plan, acts = resolve_links(run, norm)
-        run.rep.plan_id = plan.plan_id
+        acts = resolve_links(run, plan, norm)
         if run.policy.smoke == "required" and checks is None:
             checks = "resolve"
-        run.rep.event("plan", actions=len(acts), preset=run.policy.preset)
+        run.events.plan(len(acts), run.policy.preset)
         try:
             run.take_lock()
         except LockingError as e:
             # Report the real wait and attempt count: nothing was touched.
-            run.rep.event("apply.attempt", "failure", msg=e.msg, **run.lock_facts)
+            run.events.attempt_refused(e.msg, run.lock_facts)
             base = {"root": settings.root, "preset": run.policy.preset, "policy": run.policy.as_dict(), "rows": [],
                     "recovery": []}
             base.update(run.lock_facts)
-            return _apply_report(run, acts, base, e, [], False), e, run.rep.warnings
+            return _apply_report(run, [Outcome(la, None) for la in acts], base, e, [], False), e, run.rep.warnings
         recover(run)
         # Resolved above only to reject bad input before touching anything (the lock file included);
         # what another run or the recovery changed while we waited is seen only from under the lock.
@@ -52,29 +76,28 @@ def apply(settings, links, smoke=None):
         for la in stale:
             la.target.close()
         del stale  # not kept alive beside the fresh resolution: a second copy of every action until the end
-        plan, acts = resolve_links(run, norm)
-        rows, _rescue = link_rows(run, acts)
-        rows, stops = finish_rows(run, rows)
-        todo = [la for la in acts if not la.noop]
+        acts = resolve_links(run, plan, norm)
+        rows, stops = finish_rows(run, link_rows(run, acts))
         base = {"root": settings.root, "preset": run.policy.preset, "policy": run.policy.as_dict(), "rows": rows,
                 "recovery": run.recovery}
         base.update(run.lock_facts)
         if stops:
             err = stop_error(stops)
-            run.rep.event("apply.attempt", "failure", msg=err.msg, **run.lock_facts)
-            return _apply_report(run, acts, base, err, [], False), err, run.rep.warnings
-        run.rep.event("apply.attempt", "success", actions=len(todo), **run.lock_facts)
-        for la in acts:
-            la.before = file_state(la.target.parent_fd, la.target.name, la.st)
+            run.events.attempt_refused(err.msg, run.lock_facts)
+            return _apply_report(run, [Outcome(la, None) for la in acts], base, err, [], False), err, run.rep.warnings
+        # Decide: every action's starting state, and which of them change.
+        outs = [Outcome(la, file_state(la.target.parent_fd, la.target.name, la.st)) for la in acts]
+        todo = [o for o in outs if not o.noop]
+        run.events.attempt(len(todo), run.lock_facts)
         if not todo:
-            return _apply_report(run, acts, base, None, [], False), None, run.rep.warnings
-        if run.s.check_mode:
-            for la in todo:
-                la.result = "changed"
-                la.swap_method = "noreplace" if la.st is None else "exchange"  # what a commit would try first
-                _apply_event(run, la, "success")
-            return _apply_report(run, acts, base, None, [], False), None, run.rep.warnings
-        return _commit(run, plan, acts, todo, checks, base)
+            return _apply_report(run, outs, base, None, [], False), None, run.rep.warnings
+        if run.check_mode:  # the one gate: check mode reports what the commit below would do
+            for o in todo:
+                o.result = "changed"
+                o.swap_method = "noreplace" if o.st is None else "exchange"  # what a commit would try first
+                _changed_event(run, o)
+            return _apply_report(run, outs, base, None, [], False), None, run.rep.warnings
+        return _commit(run, plan, outs, todo, checks, base)
     finally:
         for la in acts:
             la.target.close()
@@ -82,14 +105,13 @@ def apply(settings, links, smoke=None):
         run.close()
 
 
-def _apply_event(run, la, decision, msg=None):
-    run.rep.event("apply.result", decision, action_id=la.action.action_id, path=la.link["target"],
-                  source=la.link["source"], result=la.result, hash_alg=fs.HASH_ALG,
-                  before_hash=(la.before or {}).get("sha256"),
-                  backup_durable=la.backup_durable if la.backup_durable is not None else run.durability.durable, msg=msg)
+def _changed_event(run, o):
+    run.events.action_changed(o.action.action_id, o.link["target"], o.link["source"], fs.HASH_ALG,
+                              (o.before or {}).get("sha256"),
+                              o.backup_durable if o.backup_durable is not None else run.durability.durable)
 
 
-def _commit(run, plan, acts, todo, checks, base):
+def _commit(run, plan, outs, todo, checks, base):
     s = run.s
     jdir = None
     journal = None
@@ -101,18 +123,18 @@ def _commit(run, plan, acts, todo, checks, base):
             jactions = []
             reserved = set()  # backup names of the whole plan, chosen before the first mutation
             by_inode = {}  # one open handle per backup directory, however many actions back up into it
-            for la in todo:
-                bdir = run.store.dir_for(la.target, create=True, durability=run.durability)
+            for o in todo:
+                bdir = run.store.dir_for(o.target, create=True, durability=run.durability)
                 bst = os.fstat(bdir)
                 if (bst.st_dev, bst.st_ino) in by_inode:
                     os.close(bdir)
                     bdir = by_inode[(bst.st_dev, bst.st_ino)]
                 else:
                     by_inode[(bst.st_dev, bst.st_ino)] = bdir
-                bdirs[la.action.action_id] = bdir
-                la.backup_ms = run.store.next_ms(la.target, bdir, now, reserved)
-                jactions.append({"action_id": la.action.action_id, "target": la.link["target"],
-                                 "link_text": la.link["source"], "backup_ms": la.backup_ms, "prior_kind": la.kind})
+                bdirs[o.action.action_id] = bdir
+                o.backup_ms = run.store.next_ms(o.target, bdir, now, reserved)
+                jactions.append({"action_id": o.action.action_id, "target": o.link["target"],
+                                 "link_text": o.link["source"], "backup_ms": o.backup_ms, "prior_kind": o.kind})
             begin = {"kind": "apply", "plan_id": plan.plan_id, "run_id": run.run_id, "tag": s.backup_tag, "ts_ms": now,
                      "backup_dir_rel": s.backup_dir_rel, "actions": jactions}
             journal = jr.Journal.begin(jdir, run.run_id, begin, run.durability)
@@ -123,22 +145,22 @@ def _commit(run, plan, acts, todo, checks, base):
             else:
                 err = AtomicSwapError("could not write the write-ahead journal under state_dir %s: %s; nothing was "
                                       "changed" % (s.state_rel, e.strerror or e))
-            run.rep.event("apply.result", "failure", msg=err.msg, backup_durable=run.durability.durable)
-            return _apply_report(run, acts, base, err, [], False), err, run.rep.warnings
+            run.events.journal_failed(err.msg, run.durability.durable)
+            return _apply_report(run, outs, base, err, [], False), err, run.rep.warnings
         faults.kill_point("after_journal")
         done, err, failed = [], None, None
         batch = fs.DurableBatch(run.durability)
         try:
             # Group commit, phase 1: every backup and sidecar, then all of them durable together (one syncfs
             # per filesystem, one fsync per backup directory) and a journal record saying so.
-            for la in todo:
+            for o in todo:
                 try:
-                    _back_up(run, la, bdirs[la.action.action_id], batch)
-                    done.append(la)
+                    _back_up(run, o, bdirs[o.action.action_id], batch)
+                    done.append(o)
                 except Exception as e:  # noqa: broad-except -- after the first mutation every failure rolls back
-                    failed = la
-                    done.append(la)
-                    err = _classify(e, la)
+                    failed = o
+                    done.append(o)
+                    err = _classify(e, o)
                     break
             if err is None:
                 try:
@@ -149,15 +171,15 @@ def _commit(run, plan, acts, todo, checks, base):
                     err = _classify(e, None)
             # Phase 2: every swap, then each target directory durable once.
             if err is None:
-                for la in todo:
+                for o in todo:
                     try:
-                        _swap(run, la, batch)
+                        _swap(run, o, batch)
                     except Exception as e:  # noqa: broad-except
-                        failed = la
-                        err = _classify(e, la)
+                        failed = o
+                        err = _classify(e, o)
                         break
                     try:
-                        journal.progress(la.action.action_id, "swapped")
+                        journal.progress(o.action.action_id, "swapped")
                     except OSError:
                         pass  # advisory only: recovery decides from the filesystem, never from progress records
                 if err is None:
@@ -170,14 +192,13 @@ def _commit(run, plan, acts, todo, checks, base):
         smoke_results = []
         if err is None and checks is not None:
             try:
-                smoke_results = _smoke.run_checks(s.root, run.root_fd, checks, [l.link for l in acts],
+                smoke_results = _smoke.run_checks(s.root, run.root_fd, checks, [l.link for l in outs],
                                                   host_fallback=run.policy.smoke_host_fallback)
             except Exception as e:  # noqa: broad-except -- the swap is done: roll it back and say why
                 err = _classify(e, None)
             else:
                 bad = [r for r in smoke_results if not r["ok"]]
-                run.rep.event("apply.result", "failure" if bad else "success", msg="smoke checks",
-                              smoke=[dict(r) for r in smoke_results])
+                run.events.smoke(smoke_results)
                 if bad:
                     detail = "; ".join("%s: %s" % (r["name"], r["detail"]) for r in bad)
                     err = SmokeError("smoke check failed: %s" % detail)
@@ -185,7 +206,7 @@ def _commit(run, plan, acts, todo, checks, base):
             try:
                 journal.finish("committed")
                 jr.retire(jdir, journal.name, begin)
-                return _apply_report(run, acts, base, None, [], True, smoke_results), None, run.rep.warnings
+                return _apply_report(run, outs, base, None, [], True, smoke_results), None, run.rep.warnings
             except OSError as e:
                 # Unrecorded, the commit would be rolled back by the next run anyway: do it now, and say so.
                 err = AtomicSwapError("could not record the commit in journal %s: %s" % (journal.name, e.strerror or e))
@@ -209,7 +230,7 @@ def _commit(run, plan, acts, todo, checks, base):
             err = err.__class__("%s; journal %s could not be marked %s (%s), so the next run will check this plan "
                                 "again" % (err.msg, journal.name, final, e.strerror or e), path=err.path,
                                 cause_ids=err.cause_ids)
-        report = _apply_report(run, acts, base, err, rolled, True, smoke_results)
+        report = _apply_report(run, outs, base, err, rolled, True, smoke_results)
         return report, err, run.rep.warnings
     finally:
         if journal is not None:
@@ -220,11 +241,11 @@ def _commit(run, plan, acts, todo, checks, base):
             os.close(jdir)
 
 
-def _classify(e, la):
-    """The typed error for an exception raised after the first mutation (la: the action it came from, if any)."""
+def _classify(e, o):
+    """The typed error for an exception raised after the first mutation (o: the action it came from, if any)."""
     if isinstance(e, SwitchyardError):
         return e
-    where = la.link["target"] if la is not None else None
+    where = o.link["target"] if o is not None else None
     prefix = ("%s: " % where) if where else ""
     if isinstance(e, fs.FsyncFailed):
         return AtomicSwapError("%s%s (policy.require_backup_durability is true)" % (prefix, e.strerror), path=where)
@@ -237,54 +258,53 @@ def _classify(e, la):
     return err
 
 
-def _back_up(run, la, bdir, batch):
-    """Phase 1 for one action: its backup (made durable later by batch).  On failure la.backup stays None
+def _back_up(run, o, bdir, batch):
+    """Phase 1 for one action: its backup (made durable later by batch).  On failure o.backup stays None
     and the rollback removes whatever half-made backup is left."""
-    same = _mounts.same_mount(bdir, la.target.parent_fd)
-    st = la.target.lstat()
-    if (st is None) != (la.st is None) or (st is not None and (st.st_ino, st.st_dev) != (la.st.st_ino, la.st.st_dev)):
-        raise AtomicSwapError("%s changed between preflight and apply; nothing was swapped for it" % la.link["target"],
-                              path=la.link["target"])
-    la.backup = bk.create_backup(la.target, st, bdir, la.backup_ms, run.s.backup_tag,
-                                 {"plan_id": run.rep.plan_id, "action_id": la.action.action_id}, run.policy,
-                                 run.durability, run.run_id, same,
-                                 known_hash=(bk.content_key(la.st), (la.before or {}).get("sha256")) if la.st else None,
-                                 batch=batch)
+    same = _mounts.same_mount(bdir, o.target.parent_fd)
+    st = o.target.lstat()
+    if (st is None) != (o.st is None) or (st is not None and (st.st_ino, st.st_dev) != (o.st.st_ino, o.st.st_dev)):
+        raise AtomicSwapError("%s changed between preflight and apply; nothing was swapped for it" % o.link["target"],
+                              path=o.link["target"])
+    o.backup = bk.create_backup(o.target, st, bdir, o.backup_ms, run.s.backup_tag,
+                                {"plan_id": run.plan_id, "action_id": o.action.action_id}, run.policy,
+                                run.durability, run.run_id, same,
+                                known_hash=(bk.content_key(o.st), (o.before or {}).get("sha256")) if o.st else None,
+                                batch=batch)
 
 
-def _swap(run, la, batch):
+def _swap(run, o, batch):
     """Phase 2 for one action: exchange the new link with the backed-up entry (its directory synced by batch)."""
-    outcome = fs.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id,
-                                    run.durability, expect=la.backup.expect, batch=batch,
-                                    expect_hash=la.backup.meta.get("payload_hash"))
-    la.swap_method = outcome.method
+    swapped = fs.symlink_replace_at(o.target.parent_fd, o.target.name, o.link["source"], run.run_id,
+                                    run.durability, expect=o.backup.expect, batch=batch,
+                                    expect_hash=o.backup.meta.get("payload_hash"))
+    o.swap_method = swapped.method
     # Its backup was made durable with the plan's (phase 1); skipped fsyncs (policy) make nothing durable.
-    la.backup_durable = run.durability.durable
-    la.result = "changed"
-    _apply_event(run, la, "success")
+    o.backup_durable = run.durability.durable
+    o.result = "changed"
+    _changed_event(run, o)
 
 
-
-def _apply_report(run, acts, base, err, rolled, committed, smoke_results=()):
+def _apply_report(run, outs, base, err, rolled, committed, smoke_results=()):
     actions = []
-    for la in acts:
+    for o in outs:
         after = None
-        if la.noop:
+        if o.noop:
             result = "unchanged"
         else:
-            result = la.result or ("skipped" if err is not None else "changed")
+            result = o.result or ("skipped" if err is not None else "changed")
         if committed:
-            after = file_state(la.target.parent_fd, la.target.name)
+            after = file_state(o.target.parent_fd, o.target.name)
         elif result == "changed":
-            after = {"kind": "symlink", "link_target": la.link["source"], "mode": "0777", "owner": "0:0"}
+            after = {"kind": "symlink", "link_target": o.link["source"], "mode": "0777", "owner": "0:0"}
         else:
-            after = la.before
-        a = {"action_id": la.action.action_id, "path": la.link["target"], "source": la.link["source"], "result": result,
-             "hash_alg": fs.HASH_ALG, "before_hash": (la.before or {}).get("sha256"),
-             "after_hash": (after or {}).get("sha256"), "before": la.before, "after": after,
-             "backup_durable": la.backup_durable if la.backup is not None else None, "swap_method": la.swap_method}
-        if la.backup is not None and result == "changed":
-            a["backup"] = la.backup.describe()
+            after = o.before
+        a = {"action_id": o.action.action_id, "path": o.link["target"], "source": o.link["source"], "result": result,
+             "hash_alg": fs.HASH_ALG, "before_hash": (o.before or {}).get("sha256"),
+             "after_hash": (after or {}).get("sha256"), "before": o.before, "after": after,
+             "backup_durable": o.backup_durable if o.backup is not None else None, "swap_method": o.swap_method}
+        if o.backup is not None and result == "changed":
+            a["backup"] = o.backup.describe()
         actions.append(a)
     actions.sort(key=lambda a: (a["path"], a["action_id"]))
     if err is None:

@@ -20,7 +20,7 @@ SIDE_KINDS = ("restore", "prune")
 
 
 class Settings(object):
-    """The options every module shares (SPEC section 3), validated before anything is touched."""
+    """The options every module shares, validated before anything is touched (check_mode is only read)."""
 
     def __init__(self, root="/", preset="default", policy=None, lock_path=None, lock_timeout=5.0, state_dir=None,
                  backup_tag="switchyard", audit_log=None, check_mode=False):
@@ -47,8 +47,6 @@ class Settings(object):
                                                    "policy.backup_dir")
 
 
-
-# ---------------------------------------------------------------------------------------------
 # Input validation: everything fails with E_POLICY before anything is touched.
 
 def normalize_links(settings, links):
@@ -103,7 +101,7 @@ def check_target_aliases(run, rels, option):
             resolved.append(resolve_beneath(run.s.root, os.path.join(run.s.root, rel.lstrip("/")),
                                             "%s[%d]" % (option, i), run.root_fd))
         reject_aliases(resolved, ["%s[%d]=%r" % (option, i, os.path.join(run.s.root, rel.lstrip("/")))
-                                   for i, rel in enumerate(rels)])
+                                  for i, rel in enumerate(rels)])
     finally:
         for r in resolved:
             r.close()

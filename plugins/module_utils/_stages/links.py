@@ -13,7 +13,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as 
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import AtomicSwapError, PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import follow_beneath, resolve_beneath
-from ansible_collections.switchyard.fs.plugins.module_utils._stages.inputs import entry_key, plan_of, reject_aliases
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.inputs import entry_key, reject_aliases
 
 
 def _inspect_entry(target, label):
@@ -37,27 +37,24 @@ def _inspect_entry(target, label):
 
 
 class LinkAction(object):
+    """The resolved facts of one planned link, read once and never changed: its action, link, target (open
+    beneath root), the target's lstat/link text/kind, whether it is already the link (noop), and the source's
+    final file (in-root real path, lstat, mount status).  What apply decides and does with it is elsewhere
+    (_stages.apply.Outcome)."""
+
     def __init__(self, action, link, target, src_info):
         self.action = action
         self.link = link
         self.target = target
-        self.src_info = src_info  # (real_rel, stat) of the source's final file
+        self.src_info = src_info  # (real_rel, lstat, mount status) of the source's final file
         self.st, self.link_text = _inspect_entry(target, link["target_host"])
         self.kind = fs.kind_of(self.st)
         self.noop = self.kind == "symlink" and self.link_text == link["source"]
-        self.row = None
-        self.backup = None
-        self.backup_durable = None
-        self.backup_ms = None
-        self.swap_method = None
-        self.before = None
-        self.result = None
 
 
-
-def resolve_links(run, norm):
-    """Resolve every link beneath root; refuse aliased targets and sources that lead to a target of the plan."""
-    plan = plan_of(norm)
+def resolve_links(run, plan, norm):
+    """Resolve every link of plan (plan_of(norm)) beneath root, in the plan's order; refuse aliased targets and
+    sources that lead to a target of the plan."""
     by_target = dict((l["target"], l) for l in norm)
     links = [by_target[a.target] for a in plan.actions]
     targets = []
@@ -82,7 +79,7 @@ def resolve_links(run, norm):
         for t in targets:
             t.close()
         raise
-    return plan, acts
+    return acts
 
 
 class _SourceLoopError(PolicyError):

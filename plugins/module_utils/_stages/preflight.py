@@ -20,7 +20,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._stages.links import
 
 
 def link_rows(run, acts):
-    """Preflight rows for link actions: every gate of SPEC section 6, for real (docs/preflight.md)."""
+    """Preflight rows for link actions: every gate, for real (docs/preflight.md)."""
     policy = run.policy
     ctx = pf.PreflightContext(run.s.root, run.root_fd, policy)
     aliases = pf.merged_usr_aliases(run.root_fd)
@@ -61,9 +61,8 @@ def link_rows(run, acts):
         else:
             d["immutable_detection_method"] = "not_applicable"
         pf.rescue_verdict(row, rescue, (la.link["target"],))
-        la.row = row
         rows.append(row)
-    return rows, rescue
+    return rows
 
 
 def finish_rows(run, rows):
@@ -80,18 +79,15 @@ def finish_rows(run, rows):
             d["overridden"] = True
         elif d["stops"]:
             stops.extend(d["stops"])
-        decision = "failure" if (d["stops"] and not d.get("overridden")) else ("warn" if d["warnings"] else "success")
-        run.rep.event("preflight", decision, action_id=d["action_id"], path=d["path"], policy_ok=d["policy_ok"],
-                      current_kind=d.get("current_kind"), planned_kind=d.get("planned_kind"),
-                      stops=[s["msg"] for s in d["stops"]] or None,
-                      knobs=sorted(set(s["knob"] for s in d["stops"])) or None, warnings=d["warnings"] or None)
+        run.events.preflight_row(d["action_id"], d["path"], d["policy_ok"], d.get("current_kind"),
+                                 d.get("planned_kind"), d["stops"], d["warnings"], d.get("overridden"))
         for w in d["warnings"]:
             run.rep.warnings.append("%s: %s" % (d["path"], w))
     warnings = sum(len(r.data["warnings"]) for r in rows)
-    run.rep.event("preflight.summary", "failure" if stops else ("warn" if warnings else "success"), rows=len(rows),
-                  stops=len(stops), warnings=warnings,
-                  stop_paths=sorted(set(r.data["path"] for r in rows if r.data["stops"] and not r.data.get("overridden"))),
-                  overridden=sum(1 for r in rows if r.data.get("overridden")))
+    run.events.preflight_summary(
+        len(rows), len(stops), warnings,
+        sorted(set(r.data["path"] for r in rows if r.data["stops"] and not r.data.get("overridden"))),
+        sum(1 for r in rows if r.data.get("overridden")))
     return [r.data for r in rows], stops
 
 
@@ -111,9 +107,9 @@ def stop_error(stops, keep_specific=True):
     return PolicyError(msg, cause_ids=specific)
 
 
-
 def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=True):
-    """Run every gate for real, change nothing.  Returns (report, error or None)."""
+    """Run every gate for real, change nothing, whatever settings.check_mode says (settings are only read).
+    Returns (report, error or None, warnings)."""
     norm = normalize_links(settings, links) if links else []
     rrels = normalize_targets(settings, restores, "restores") if restores else []
     if not norm and not rrels:
@@ -124,19 +120,16 @@ def preflight(settings, links=None, restores=None, which="latest", fail_on_stop=
     rplan = restore_plan(rrels, which) if rrels else None
     plan_id = (link_plan or rplan).plan_id
     actions = (link_plan.actions if link_plan else []) + (rplan.actions if rplan else [])
-    run = Run(settings, "preflight", plan_id)
-    run.s.check_mode = True  # preflight never mutates, whatever the task's check mode
-    run.rep.dry_run = True
+    run = Run(settings, "preflight", plan_id, check_mode=True)  # preflight never mutates
     acts = []
     try:
-        run.rep.event("plan", actions=len(actions), preset=run.policy.preset)
+        run.events.plan(len(actions), run.policy.preset)
         check_target_aliases(run, rrels, "restores")
         recover(run)
         rows = []
         if norm:
-            _lplan, acts = resolve_links(run, norm)
-            lrows, _rescue = link_rows(run, acts)
-            rows.extend(lrows)
+            acts = resolve_links(run, link_plan, norm)
+            rows.extend(link_rows(run, acts))
         for a in (rplan.actions if rplan else []):
             rows.append(restore_row(run, a, which))
         rows, stops = finish_rows(run, rows)

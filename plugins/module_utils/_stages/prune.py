@@ -50,14 +50,14 @@ def prune(settings, targets, retention_count=None, retention_age=None):
     if count is not None and (isinstance(count, bool) or int(count) < 1):
         raise PolicyError("retention_count=%r must be >= 1 (the newest backup is always kept)" % (count,))
     plan = Plan("prune", [Action("prune", r) for r in rels], extra={"count": count, "age": age})
-    run = Run(settings, "prune", plan.plan_id)
+    run = Run(settings, "prune", plan.plan_id, settings.check_mode)
     chosen, results = [], []
     try:
         try:
             return _prune_run(run, rels, count, age, chosen, results)
         except SwitchyardError as err:
             # Every failure returns the stage's full report (facts and events).
-            run.rep.event("prune.result", "failure", msg=err.msg, path=err.path)
+            run.events.failed(err.msg, err.path)
             summary = {"targets": len(results), "pruned": sum(r["pruned"] for r in results), "decision": "failure",
                        "backup_durable": run.durability.durable, "error_id": err.error_id,
                        "summary_error_ids": err.summary_error_ids}
@@ -105,48 +105,53 @@ def _prune_run(run, rels, count, age, chosen, results):
                          % len(scan.incomplete))
         chosen[-1] = (target, bdir, doomed, scan.incomplete)
         results.append(_prune_result(rel, len(backups), doomed, notes, scan.incomplete))
-    journal, jdir = begin_side_journal(run, "prune", [(t.rel, b.ms) for t, _d, doomed, _i in chosen for b in doomed])
-    err = None
-    try:
-        if not run.s.check_mode:
-            # Results say what was deleted, also when a deletion fails halfway.
-            for i, (_target, bdir, doomed, incomplete) in enumerate(chosen):
-                total = results[i]["kept"] + results[i]["pruned"]
-                notes = [results[i]["note"]] if "note" in results[i] else []
-                done = []
-                try:
-                    for b in doomed:
-                        try:
-                            bk.remove_backup(b, run.durability)
-                        finally:
-                            if fs.lstat_at(b.dir_fd, b.sidecar) is None:  # deleted (even if its fsync failed)
-                                done.append(b)
-                    # What a prune (or rollback) killed between its two unlinks left: a checked sidecar whose
-                    # payload is gone.  Its name is ours (target, tag, ms) and it holds no bytes of anything.
-                    for b in incomplete:
-                        faults.kill_point("before_unlink_backup")
-                        fs.unlink_at(bdir, b.sidecar)
-                    if incomplete:
-                        run.durability.fsync(bdir, "backup directory of %s" % results[i]["path"])
-                except BaseException:
-                    results[i] = _prune_result(results[i]["path"], total, done, notes)
-                    for later in range(i + 1, len(chosen)):  # nothing after the failure was deleted
-                        results[later] = _prune_result(results[later]["path"], results[later]["kept"]
-                                                       + results[later]["pruned"], [])
-                    raise
-                results[i] = _prune_result(results[i]["path"], total, done, notes, incomplete)
-    except (SwitchyardError, OSError) as e:
-        err = e if isinstance(e, SwitchyardError) else AtomicSwapError("could not delete a backup: %s" % e)
-        raise err
-    finally:
-        end_side_journal(run, journal, jdir, err)
+    if not run.check_mode:  # the one gate: check mode reports what the deletions below would do
+        _delete(run, chosen, results)
     pruned = sum(r["pruned"] for r in results)
-    run.rep.event("prune.result", "success", pruned=pruned, targets=len(results))
+    run.events.result(pruned, len(results))
     summary = {"targets": len(results), "pruned": pruned, "decision": "success",
                "backup_durable": run.durability.durable}
     rep = run.rep.report(summary, root=settings.root, results=results, recovery=run.recovery, **run.lock_facts)
     rep["changed"] = any(r["result"] == "changed" for r in results) or recovery_changed(run)
     return rep, None, run.rep.warnings
+
+
+def _delete(run, chosen, results):
+    """Journal the decided deletions, then delete; results say what was deleted, also when a deletion fails
+    halfway (a kill at any point is finished by the next run's recovery)."""
+    journal, jdir = begin_side_journal(run, "prune", [(t.rel, b.ms) for t, _d, doomed, _i in chosen for b in doomed])
+    err = None
+    try:
+        for i, (_target, bdir, doomed, incomplete) in enumerate(chosen):
+            total = results[i]["kept"] + results[i]["pruned"]
+            notes = [results[i]["note"]] if "note" in results[i] else []
+            done = []
+            try:
+                for b in doomed:
+                    try:
+                        bk.remove_backup(b, run.durability)
+                    finally:
+                        if fs.lstat_at(b.dir_fd, b.sidecar) is None:  # deleted (even if its fsync failed)
+                            done.append(b)
+                # What a prune (or rollback) killed between its two unlinks left: a checked sidecar whose
+                # payload is gone.  Its name is ours (target, tag, ms) and it holds no bytes of anything.
+                for b in incomplete:
+                    faults.kill_point("before_unlink_backup")
+                    fs.unlink_at(bdir, b.sidecar)
+                if incomplete:
+                    run.durability.fsync(bdir, "backup directory of %s" % results[i]["path"])
+            except BaseException:
+                results[i] = _prune_result(results[i]["path"], total, done, notes)
+                for later in range(i + 1, len(chosen)):  # nothing after the failure was deleted
+                    results[later] = _prune_result(results[later]["path"], results[later]["kept"]
+                                                   + results[later]["pruned"], [])
+                raise
+            results[i] = _prune_result(results[i]["path"], total, done, notes, incomplete)
+    except (SwitchyardError, OSError) as e:
+        err = e if isinstance(e, SwitchyardError) else AtomicSwapError("could not delete a backup: %s" % e)
+        raise err
+    finally:
+        end_side_journal(run, journal, jdir, err)
 
 
 def _prune_result(rel, total, doomed, notes=(), incomplete=()):

@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 import os
 import stat
+from functools import partial
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
@@ -15,29 +16,30 @@ from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     PolicyError, RestoreFailedError, SwitchyardError)
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import resolve_beneath
 
+# Journal kinds other than apply: their recovery sweeps or rolls forward, it never undoes.
 SIDE_KINDS = ("restore", "prune")
 
 
 def recover(run):
+    """Finish or undo every journal an interrupted run left under state_dir (docs/durability.md).
+
+    Each step is decided first and carried out through _act, the one check-mode gate of recovery: check mode
+    (and so every preflight) decides and reports exactly what a committing run would do, and changes nothing."""
     jdir = run.state_dir(create=False)
     if jdir is None:
         return
     try:
-        if not run.s.check_mode:
-            jr.remove_dead_temps(jdir)
+        _act(run, [partial(jr.remove_dead_temps, jdir)])
         retired = 0
         for name, begin, later in jr.list_journals(jdir):
             if jr.final_state(later) is not None:
-                if not run.s.check_mode:
-                    # Finished (e.g. left by 0.1.0): out of the way of every later run.
-                    retired += jr.retire(jdir, name, begin, expire_now=False)
+                # Finished (e.g. left by 0.1.0): out of the way of every later run.
+                retired += sum(_act(run, [partial(jr.retire, jdir, name, begin, expire_now=False)]))
                 continue
             journal = jr.Journal.claim(jdir, name, run.durability)
             if journal is None:
                 # Its writer still holds the journal's flock: a live plan of another process, not a crash.
-                pid, rid = _journal_ids(name, begin)
-                run.rep.event("recovery", "warn", recovered_plan_id=pid, recovered_run_id=rid,
-                               msg="plan %s is still running in another process; left alone" % pid)
+                run.events.recovery_left_alone(*_journal_ids(name, begin))
                 continue
             try:
                 # Re-read under the flock: the writer may have finished between listing and claiming.
@@ -49,42 +51,50 @@ def recover(run):
                     jr.check_begin(name, begin, kinds=("apply",) + SIDE_KINDS)
                 except jr.JournalInvalid as e:
                     pid, rid = _journal_ids(name, begin)
-                    result = {"ok": False, "plan_id": pid, "run_id": rid, "paths": [], "dry_run": run.s.check_mode,
+                    result = {"ok": False, "plan_id": pid, "run_id": rid, "paths": [], "dry_run": run.check_mode,
                               "msg": "could not roll back plan %s: %s; nothing was undone from it. Inspect the "
                                      "journal under state_dir %s and the targets of that plan by hand"
                                      % (pid, e, run.s.state_rel)}
                 else:
                     # safe_restore plan_id=<this plan> is the documented way out of "stop": it may undo it.
-                    undoing_it = run.rep.stage == "restore" and run.rep.plan_id == begin["plan_id"]
+                    undoing_it = run.stage == "restore" and run.plan_id == begin["plan_id"]
                     # An interrupted restore or prune left no half-done state, only leftovers to sweep.
                     side = begin.get("kind") in SIDE_KINDS
-                    if (run.policy.on_unfinished_plan == "stop" and not run.s.check_mode and not undoing_it
+                    # Check mode only reports: it never stops on what a commit would stop on.
+                    if (run.policy.on_unfinished_plan == "stop" and not run.check_mode and not undoing_it
                             and not side):
                         raise PolicyError("plan %s (run %s) was interrupted and is unfinished; run any module with "
                                           "policy.on_unfinished_plan: rollback, or safe_restore plan_id=%s"
                                           % (begin["plan_id"], begin["run_id"], begin["plan_id"]))
                     result = _recover_side(run, begin) if side else _recover_one(run, begin)
-                if not run.s.check_mode:
-                    try:
-                        journal.finish("recovered" if result["ok"] else "failed_rollback", by_run=run.run_id)
-                        jr.retire(jdir, name, begin)
-                    except OSError as e:
-                        # The undo is idempotent: an unmarked journal is simply recovered again next run.
-                        result["ok"] = False
-                        result["msg"] += "; could not mark journal %s finished: %s" % (name, e)
+                try:
+                    _act(run, [partial(journal.finish, "recovered" if result["ok"] else "failed_rollback",
+                                       by_run=run.run_id),
+                               partial(jr.retire, jdir, name, begin)])
+                except OSError as e:
+                    # The undo is idempotent: an unmarked journal is simply recovered again next run.
+                    result["ok"] = False
+                    result["msg"] += "; could not mark journal %s finished: %s" % (name, e)
             finally:
                 journal.close()
             run.recovery.append(result)
-            run.rep.event("recovery", "success" if result["ok"] else "failure", recovered_plan_id=result["plan_id"],
-                           recovered_run_id=result["run_id"], paths=result["paths"], msg=result["msg"])
-            if not result["ok"] and not run.s.check_mode:
-                # Never carry on over a root a crash left inconsistent (SPEC 4.7).
+            run.events.recovered(result["plan_id"], result["run_id"], result["ok"], result["paths"], result["msg"])
+            if not result["ok"] and not run.check_mode:
+                # Never carry on over a root a crash left inconsistent.
                 raise RestoreFailedError("%s; nothing else was done. Inspect the paths, then use safe_restore "
                                          "plan_id=%s or targets=... to finish by hand" % (result["msg"], result["plan_id"]))
         if retired:
             jr.expire_retired(jdir)
     finally:
         os.close(jdir)
+
+
+def _act(run, deeds):
+    """The one check-mode gate of recovery: carry out the decided deeds in order and return their results;
+    in check mode, nothing (and an empty list)."""
+    if run.check_mode:
+        return []
+    return [deed() for deed in deeds]
 
 
 def _journal_target(run, act, errors):
@@ -99,24 +109,24 @@ def _journal_target(run, act, errors):
 
 def _recover_one(run, begin):
     paths, errors = [], []
+    rid, tag = begin["run_id"], begin["tag"]
     # Backups live where the interrupted run put them, whatever this run's policy.backup_dir says.
-    store = bk.BackupStore(run.root_fd, begin.get("backup_dir_rel", run.s.backup_dir_rel), begin["tag"])
+    store = bk.BackupStore(run.root_fd, begin.get("backup_dir_rel", run.s.backup_dir_rel), tag)
     for act in reversed(begin.get("actions", [])):
         target = _journal_target(run, act, errors)
         if target is None:
             continue
         try:
-            if not run.s.check_mode:  # check mode (and so preflight) reports, never mutates
-                _remove_temps(target.parent_fd, target.name, begin["run_id"])
+            _act(run, [partial(_remove_temps, target.parent_fd, target.name, rid)])
             bdir = store.dir_for(target, create=False)
             if bdir is None:
                 continue
             try:
-                if not run.s.check_mode:
-                    for name in (bk.payload_name(target.name, begin["tag"], act["backup_ms"]),
-                                 bk.sidecar_name(target.name, begin["tag"], act["backup_ms"])):
-                        _remove_temps(bdir, name, begin["run_id"])
-                changed = _undo_action(run, target, bdir, act, begin["tag"])
+                _act(run, [partial(_remove_temps, bdir, name, rid)
+                           for name in (bk.payload_name(target.name, tag, act["backup_ms"]),
+                                        bk.sidecar_name(target.name, tag, act["backup_ms"]))])
+                changed, undo = _undo_action(run, target, bdir, act, tag)
+                _act(run, [undo])
             finally:
                 os.close(bdir)
             if changed:
@@ -128,8 +138,8 @@ def _recover_one(run, begin):
     ok = not errors
     msg = ("rolled back %d action(s) of interrupted plan %s" % (len(paths), begin["plan_id"]) if ok
            else "could not fully roll back plan %s: %s" % (begin["plan_id"], "; ".join(errors)))
-    return {"ok": ok, "plan_id": begin["plan_id"], "run_id": begin["run_id"], "paths": paths, "msg": msg,
-            "dry_run": run.s.check_mode}
+    return {"ok": ok, "plan_id": begin["plan_id"], "run_id": rid, "paths": paths, "msg": msg,
+            "dry_run": run.check_mode}
 
 
 def _recover_side(run, begin):
@@ -140,32 +150,30 @@ def _recover_side(run, begin):
     prune: delete what is left of each backup it had decided to delete (sidecar and payload): the
     deletion is rolled forward, so no orphan sidecar or payload stays behind."""
     paths, errors = [], []
-    kind = begin["kind"]
+    kind, rid, tag = begin["kind"], begin["run_id"], begin["tag"]
     for act in begin.get("actions", []):
         target = _journal_target(run, act, errors)
         if target is None:
             continue
         try:
             if kind == "restore":
-                if _remove_temps(target.parent_fd, target.name, begin["run_id"], dry_run=run.s.check_mode):
+                if _remove_temps(target.parent_fd, target.name, rid, dry_run=True):
                     paths.append(act["target"])
+                    _act(run, [partial(_remove_temps, target.parent_fd, target.name, rid)])
                 continue
             ms = act["backup_ms"]
             if isinstance(ms, bool) or not isinstance(ms, int):
                 raise PolicyError("journal backup_ms %r is not an integer" % (ms,))
-            store = bk.BackupStore(run.root_fd, begin.get("backup_dir_rel", run.s.backup_dir_rel), begin["tag"])
+            store = bk.BackupStore(run.root_fd, begin.get("backup_dir_rel", run.s.backup_dir_rel), tag)
             bdir = store.dir_for(target, create=False)
             if bdir is None:
                 continue
             try:
-                names = [bk.sidecar_name(target.name, begin["tag"], ms), bk.payload_name(target.name, begin["tag"], ms)]
+                names = [bk.sidecar_name(target.name, tag, ms), bk.payload_name(target.name, tag, ms)]
                 left = [n for n in names if fs.lstat_at(bdir, n) is not None]
-                if left and not run.s.check_mode:
-                    for n in left:
-                        fs.unlink_at(bdir, n)
-                    run.durability.fsync(bdir, "backup directory of %s" % act["target"])
                 if left:
                     paths.append(act["target"])
+                    _act(run, [partial(_unlink_all, run, bdir, left, act["target"])])
             finally:
                 os.close(bdir)
         except (SwitchyardError, OSError, KeyError) as e:
@@ -176,12 +184,19 @@ def _recover_side(run, begin):
     what = "swept the temps of" if kind == "restore" else "finished deleting the backups of"
     msg = ("%s interrupted %s %s (%d path(s))" % (what, kind, begin["plan_id"], len(paths)) if ok
            else "could not finish interrupted %s %s: %s" % (kind, begin["plan_id"], "; ".join(errors)))
-    return {"ok": ok, "plan_id": begin["plan_id"], "run_id": begin["run_id"], "paths": paths, "msg": msg,
-            "dry_run": run.s.check_mode}
+    return {"ok": ok, "plan_id": begin["plan_id"], "run_id": rid, "paths": paths, "msg": msg,
+            "dry_run": run.check_mode}
+
+
+def _unlink_all(run, bdir, names, path):
+    for n in names:
+        fs.unlink_at(bdir, n)
+    run.durability.fsync(bdir, "backup directory of %s" % path)
 
 
 def _undo_action(run, target, bdir, act, tag):
-    """Undo one journaled action from what the filesystem shows; True when something changed."""
+    """Decide how to undo one journaled action from what the filesystem shows: (True when the target changes
+    back, the deed that does it).  Raises when the target was swapped but its backup cannot bring it back."""
     sname = bk.sidecar_name(target.name, tag, act["backup_ms"])
     pname = bk.payload_name(target.name, tag, act["backup_ms"])
     bad = None
@@ -197,31 +212,32 @@ def _undo_action(run, target, bdir, act, tag):
     st = target.lstat()
     swapped = fs.kind_of(st) == "symlink" and fs.readlink_at(target.parent_fd, target.name) == act["link_text"]
     if not swapped:
-        # The swap never happened (or was undone).  The plan's backup is dropped only while it merely
-        # duplicates the target: if something else replaced the target since, it is the last copy.
-        if run.s.check_mode:
-            return False
-        if meta is None:
-            if fs.lstat_at(bdir, pname) is not None and _same_entry(target, bdir, pname):
-                fs.unlink_at(bdir, pname)  # payload without sidecar (or with an unusable one): a duplicate
-                if bad is not None:
-                    fs.unlink_at(bdir, sname)
-        elif bk.target_matches_backup(target, bk.Backup(bdir, act["backup_ms"], sname, meta),
-                                      run.policy.preservation_tier):
-            bk.remove_backup(bk.Backup(bdir, act["backup_ms"], sname, meta), run.durability)
-        return False
+        # The swap never happened (or was undone): only the plan's backup may go.
+        return False, partial(_drop_duplicate_backup, run, target, bdir, act["backup_ms"], sname, pname, meta, bad)
     if bad is not None:
         raise RestoreFailedError("%s was swapped but its backup is unusable: %s; left as is"
                                  % (act["target"], bad), path=act["target"])
     if meta is None:
         raise RestoreFailedError("%s was swapped but its backup %s has no complete sidecar; left as is"
                                  % (act["target"], pname), path=act["target"])
-    backup = bk.Backup(bdir, act["backup_ms"], sname, meta)
-    if run.s.check_mode:
-        return True
+    return True, partial(_put_back, run, target, bk.Backup(bdir, act["backup_ms"], sname, meta))
+
+
+def _put_back(run, target, backup):
     bk.verify_backup(backup, run.policy)
     bk.restore_backup(target, backup, run.policy, run.durability, run.run_id, consume=True)
-    return True
+
+
+def _drop_duplicate_backup(run, target, bdir, ms, sname, pname, meta, bad):
+    """The plan's backup is dropped only while it merely duplicates the target: if something else replaced
+    the target since, it is the last copy."""
+    if meta is None:
+        if fs.lstat_at(bdir, pname) is not None and _same_entry(target, bdir, pname):
+            fs.unlink_at(bdir, pname)  # payload without sidecar (or with an unusable one): a duplicate
+            if bad is not None:
+                fs.unlink_at(bdir, sname)
+    elif bk.target_matches_backup(target, bk.Backup(bdir, ms, sname, meta), run.policy.preservation_tier):
+        bk.remove_backup(bk.Backup(bdir, ms, sname, meta), run.durability)
 
 
 def recovery_changed(run):

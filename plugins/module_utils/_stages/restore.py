@@ -52,7 +52,9 @@ def _plan_backups(run, plan_id):
 
 
 def restore(settings, targets=None, plan_id=None, which="latest"):
-    """Restore targets from their latest/previous complete backup, or undo everything one apply did."""
+    """Restore targets from their latest/previous complete backup, or undo everything one apply did.
+
+    settings.check_mode: decide everything (the lock and recovery excepted), change nothing."""
     if bool(targets) == bool(plan_id):
         raise PolicyError("safe_restore needs exactly one of targets or plan_id")
     if which not in ("latest", "previous"):
@@ -65,7 +67,7 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
             raise PolicyError("plan_id=%r is not a UUID; use the plan_id a safe_apply returned" % (plan_id,))
     else:
         plan = restore_plan(normalize_targets(settings, targets), which)
-    run = Run(settings, "restore", plan_id or plan.plan_id)
+    run = Run(settings, "restore", plan_id or plan.plan_id, settings.check_mode)
     prepared, results, rows = [], [], []
     try:
         try:
@@ -73,7 +75,7 @@ def restore(settings, targets=None, plan_id=None, which="latest"):
         except SwitchyardError as err:
             # Every failure returns the stage's full report (facts and events), never just an exception:
             # e.g. safe_restore plan_id=... whose backup is missing or does not verify.
-            run.rep.event("restore", "failure", msg=err.msg, path=err.path)
+            run.events.failed(err.msg, err.path)
             return _restore_report(run, results, rows, err), err, run.rep.warnings
     finally:
         _close_prepared(prepared)
@@ -98,7 +100,7 @@ def _restore_report(run, results, rows, err):
 
 def _restore_run(run, plan, which, prepared, results, rows):
     settings = run.s
-    plan_id = run.rep.plan_id if plan is None else None
+    plan_id = run.plan_id if plan is None else None
     if plan is not None:
         check_target_aliases(run, [a.target for a in plan.actions], "targets")
     run.take_lock()
@@ -107,8 +109,7 @@ def _restore_run(run, plan, which, prepared, results, rows):
         items = _plan_backups(run, plan_id)
     else:
         items = [(a.target, None, settings.backup_tag) for a in plan.actions]
-    run.rep.event("plan", actions=len(items), preset=run.policy.preset)
-    err = None
+    run.events.plan(len(items), run.policy.preset)
     if not plan_id:
         # The same gates safe_preflight runs for restores, now under the lock: nothing is touched on a STOP.
         rows[:], stops = finish_rows(run, [restore_row(run, a, which) for a in plan.actions])
@@ -140,47 +141,77 @@ def _restore_run(run, plan, which, prepared, results, rows):
             b = bk.require_backup(backups, which, target, scan.rejected)
         bk.verify_backup(b, run.policy)
         prepared[-1] = (target, bdir, b)
-    run.rep.event("apply.attempt", "success", actions=len(items), **run.lock_facts)
-    journal, jdir = begin_side_journal(run, "restore", [entry[0].rel for entry in prepared if entry[2] is not None])
+    run.events.attempt(len(items), run.lock_facts)
+    # Decide every target before the first mutation: unchanged, or restored from which backup.
+    todo = [_decide(run, target, b, plan_id is not None) for target, _bdir, b in prepared if b is not None]
+    err = None
+    if run.check_mode:  # the one gate: check mode reports what the restore below would do
+        for d in todo:
+            _record(run, results, d, {}, _predicted_after(d["backup"]) if d["change"] else d["before"])
+        return _restore_report(run, results, rows, err), err, run.rep.warnings
+    journal, jdir = begin_side_journal(run, "restore", [d["target"].rel for d in todo])
     try:
-        for entry in prepared:
-            target, bdir, b = entry
-            if b is None:
-                continue
-            rel = target.rel
-            before = file_state(target.parent_fd, target.name)
-            if bk.target_matches_backup(target, b, run.policy.preservation_tier):
-                results.append({"path": rel, "result": "unchanged", "before": before, "after": before,
-                                "backup": b.describe(), "sidecar_integrity_verified": True})
-                run.rep.event("restore", "success", path=rel, result="unchanged")
-                continue
-            if target.kind() == "file":
-                raise RestoreFailedError("%s is a regular file that differs from its backup; restoring would destroy "
-                                         "it. Move it away (or back it up with safe_apply) and restore again" % rel,
-                                         path=rel)
-            pf_row = pf.Row(None, rel, "restore")
-            pf.immutable_gate(pf_row, run.policy, target.parent_fd, target.name)
-            if pf_row.data["stops"]:
-                raise PolicyError("; ".join(s["msg"] for s in pf_row.data["stops"]), path=rel)
-            applied = {}
-            if not run.s.check_mode:
-                applied = bk.restore_backup(target, b, run.policy, run.durability, run.run_id, consume=False)
-            after = file_state(target.parent_fd, target.name) if not run.s.check_mode else {
-                "kind": b.prior_kind, "sha256": b.meta.get("payload_hash"), "link_target": b.meta.get("prior_link_target")}
-            results.append({"path": rel, "result": "changed", "before": before, "after": after,
-                            "backup": b.describe(), "sidecar_integrity_verified": b.meta.get("payload_hash") is not None
-                            or b.prior_kind != "file", "preservation_applied": applied,
-                            "hash_alg": fs.HASH_ALG, "before_hash": before.get("sha256"),
-                            "after_hash": after.get("sha256")})
-            run.rep.event("restore", "success", path=rel, result="changed", preservation_applied=applied or None)
+        for d in todo:
+            applied, after = {}, d["before"]
+            if d["change"]:
+                target = d["target"]
+                applied = bk.restore_backup(target, d["backup"], run.policy, run.durability, run.run_id,
+                                            consume=False)
+                after = file_state(target.parent_fd, target.name)
+            _record(run, results, d, applied, after)
     except (SwitchyardError, OSError) as e:
         err = e if isinstance(e, SwitchyardError) else RestoreFailedError(str(e))
-        run.rep.event("restore", "failure", msg=err.msg)
+        run.events.failed(err.msg)
     finally:
         end_side_journal(run, journal, jdir, err)
         _close_prepared(prepared)
     return _restore_report(run, results, rows, err), err, run.rep.warnings
 
+
+def _decide(run, target, b, by_plan):
+    """What restoring target from backup b does: nothing (it already matches), or a change restore may make.
+    Raises, before anything is touched, when it may not: a differing regular file, an immutable target.
+
+    The immutable gate: a restore by targets ran it in its preflight rows (a STOP there ended the run, unless
+    policy.override_preflight); a restore of a plan has no rows, so it runs here, and its findings are reported."""
+    rel = target.rel
+    d = {"target": target, "backup": b, "before": file_state(target.parent_fd, target.name), "change": False,
+         "findings": {}}
+    if bk.target_matches_backup(target, b, run.policy.preservation_tier):
+        return d
+    if target.kind() == "file":
+        raise RestoreFailedError("%s is a regular file that differs from its backup; restoring would destroy "
+                                 "it. Move it away (or back it up with safe_apply) and restore again" % rel, path=rel)
+    if by_plan:
+        row = pf.Row(None, rel, "restore")
+        pf.immutable_gate(row, run.policy, target.parent_fd, target.name)
+        if row.data["stops"]:
+            raise PolicyError("; ".join(s["msg"] for s in row.data["stops"]), path=rel)
+        d["findings"] = dict((k, row.data[k]) for k in ("immutable_detection_method", "immutable_check"))
+    d["change"] = True
+    return d
+
+
+def _predicted_after(b):
+    """The target as the restore would leave it (check mode)."""
+    return {"kind": b.prior_kind, "sha256": b.meta.get("payload_hash"), "link_target": b.meta.get("prior_link_target")}
+
+
+def _record(run, results, d, applied, after):
+    """The result of one decided target, and its event."""
+    rel, b, before = d["target"].rel, d["backup"], d["before"]
+    if not d["change"]:
+        results.append({"path": rel, "result": "unchanged", "before": before, "after": before,
+                        "backup": b.describe(), "sidecar_integrity_verified": True})
+        run.events.result(rel, "unchanged")
+        return
+    res = {"path": rel, "result": "changed", "before": before, "after": after, "backup": b.describe(),
+           "sidecar_integrity_verified": b.meta.get("payload_hash") is not None or b.prior_kind != "file",
+           "preservation_applied": applied, "hash_alg": fs.HASH_ALG, "before_hash": before.get("sha256"),
+           "after_hash": after.get("sha256")}
+    res.update(d["findings"])
+    results.append(res)
+    run.events.result(rel, "changed", applied or None)
 
 
 def _close_prepared(prepared):

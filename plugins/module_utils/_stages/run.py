@@ -19,6 +19,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._errors import Atomi
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.lock import (
     LockUnavailableError, acquire_lock, lock_dir_error)
 from ansible_collections.switchyard.fs.plugins.module_utils._report.reporter import Reporter
+from ansible_collections.switchyard.fs.plugins.module_utils._report.stage_events import BY_STAGE
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import (
     open_anchor, open_dir_beneath, open_root, open_side_file)
 
@@ -27,18 +28,24 @@ def now_ms():
     return int(time.time() * 1000)
 
 
-
 class Run(object):
-    """State of one module invocation: root handle, durability, reporter, lock."""
+    """State of one module invocation: root handle, durability, reporter and its typed events, lock.
 
-    def __init__(self, settings, stage, plan_id):
+    Built with its stage, plan id and check mode, all fixed for the run; the caller's Settings are only read
+    (a preflight() and then an apply() with the same Settings commit)."""
+
+    def __init__(self, settings, stage, plan_id, check_mode):
         self.s = settings
         self.policy = settings.policy
+        self.stage = stage
+        self.plan_id = plan_id
+        self.check_mode = bool(check_mode)
         self.run_id = str(uuid.uuid4())
         self.root_fd = open_root(settings.root)
         self.durability = fs.Durability(self.policy.require_backup_durability)
-        self.rep = Reporter(stage, plan_id, self.run_id, settings.check_mode, settings.audit_log,
+        self.rep = Reporter(stage, plan_id, self.run_id, self.check_mode, settings.audit_log,
                             audit_open=self._open_audit_log)
+        self.events = BY_STAGE[stage](self.rep)
         self.store = bk.BackupStore(self.root_fd, settings.backup_dir_rel, settings.backup_tag)
         self.lock = None
         self.lock_facts = {"lock_backend": "none", "lock_wait_ms": 0.0, "lock_attempts": 0}
@@ -81,15 +88,15 @@ class Run(object):
         finally:
             os.close(anchor)
 
-    # -- locking (SPEC section 8) -------------------------------------------------------------
     def take_lock(self):
-        """Check mode never creates the lock file; it only reports what a commit would do."""
-        if self.s.check_mode:
+        """The run's lock (docs/locking.md).  Check mode never creates the lock file: it only reports what a
+        commit would do."""
+        if self.check_mode:
             return
         try:
             lock_dir = self._open_lock_dir()
             try:
-                self.lock = acquire_lock(self.s.lock_path, self.s.lock_timeout, self.rep.plan_id, dir_fd=lock_dir,
+                self.lock = acquire_lock(self.s.lock_path, self.s.lock_timeout, self.plan_id, dir_fd=lock_dir,
                                          name=self.s.lock_side.parts[-1])
             finally:
                 os.close(lock_dir)
@@ -97,7 +104,7 @@ class Run(object):
             if self.policy.locking == "required" or not self.policy.allow_unlocked_commit:
                 raise LockingError("%s; policy.locking is %s and allow_unlocked_commit is %s"
                                    % (e.msg, self.policy.locking, self.policy.allow_unlocked_commit))
-            self.rep.event("apply.attempt", "warn", msg="running without a lock: %s" % e.msg, lock_backend="none")
+            self.events.unlocked(e.msg)
             return
         except LockingError as e:
             self.lock_facts = {"lock_backend": "flock", "lock_wait_ms": round(getattr(e, "wait_ms", 0.0), 3),
@@ -106,9 +113,6 @@ class Run(object):
         self.lock_facts = {"lock_backend": self.lock.backend, "lock_wait_ms": round(self.lock.wait_ms, 3),
                            "lock_attempts": self.lock.attempts}
 
-
-
-# ---------------------------------------------------------------------------------------------
 
 def file_state(dir_fd, name, st=None):
     """Diff-friendly description of an entry: kind, link target, sha256, mode, owner. Never bytes."""
@@ -124,7 +128,6 @@ def file_state(dir_fd, name, st=None):
         out["sha256"] = fs.sha256_at(dir_fd, name)
         out["size"] = st.st_size
     return out
-
 
 
 def merge_rows(rows, entries, key):
@@ -148,8 +151,9 @@ def begin_side_journal(run, kind, actions):
 
     restore: actions are the target paths; recovery removes the temps the run left next to them.
     prune: actions are (target path, backup_ms); recovery finishes deleting those backups.
-    Returns (journal, journal dir fd), or (None, None) in check mode or when nothing will be written."""
-    if run.s.check_mode or not actions:
+    Called only by a run that commits.  Returns (journal, journal dir fd), or (None, None) when nothing will
+    be written."""
+    if not actions:
         return None, None
     if kind == "restore":
         jactions = [{"target": rel} for rel in actions]
@@ -158,7 +162,7 @@ def begin_side_journal(run, kind, actions):
     jdir = None
     try:
         jdir = run.state_dir(create=True)
-        begin = {"kind": kind, "plan_id": run.rep.plan_id, "run_id": run.run_id, "tag": run.s.backup_tag,
+        begin = {"kind": kind, "plan_id": run.plan_id, "run_id": run.run_id, "tag": run.s.backup_tag,
                  "ts_ms": now_ms(), "backup_dir_rel": run.s.backup_dir_rel, "actions": jactions}
         journal = jr.Journal.begin(jdir, run.run_id, begin, run.durability)
         journal.begin_record = begin
