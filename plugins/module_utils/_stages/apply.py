@@ -49,7 +49,7 @@ class Outcome(object):
 def apply(settings, links, smoke=None):
     """Preflight under the lock, journal, back up, swap, fsync, smoke; roll back on any failure.
 
-    settings.check_mode: decide everything (the lock, recovery and the swaps excepted), change nothing."""
+    With settings.check_mode it decides everything a commit would, takes no lock and changes nothing."""
     norm = normalize_links(settings, links)
     checks = _smoke.validate_checks(smoke)
     plan = plan_of(norm)

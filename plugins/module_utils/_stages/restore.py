@@ -54,7 +54,7 @@ def _plan_backups(run, plan_id):
 def restore(settings, targets=None, plan_id=None, which="latest"):
     """Restore targets from their latest/previous complete backup, or undo everything one apply did.
 
-    settings.check_mode: decide everything (the lock and recovery excepted), change nothing."""
+    With settings.check_mode it decides everything a restore would, takes no lock and changes nothing."""
     if bool(targets) == bool(plan_id):
         raise PolicyError("safe_restore needs exactly one of targets or plan_id")
     if which not in ("latest", "previous"):
