@@ -10,10 +10,10 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import SwitchyardError, PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils._engine import Settings
+from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import KNOBS, PRESETS
 from ansible_collections.switchyard.fs.plugins.module_utils._facts import FACT_KEY
-from ansible_collections.switchyard.fs.plugins.module_utils._report import expand_entries
+from ansible_collections.switchyard.fs.plugins.module_utils._report.entries import expand_entries
 
 
 def _knob_spec(name):

@@ -12,8 +12,11 @@ underscore is private and may change without notice.  See docs/api.md.
 
 from __future__ import absolute_import, division, print_function
 
-from ansible_collections.switchyard.fs.plugins.module_utils._engine import (  # noqa: F401
-    Settings, plan, preflight, apply, restore, prune)
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.inputs import Settings, plan  # noqa: F401
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.preflight import preflight  # noqa: F401
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.apply import apply  # noqa: F401
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.restore import restore  # noqa: F401
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.prune import prune  # noqa: F401
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (  # noqa: F401
     ERROR_TABLE, SwitchyardError, PolicyError, OwnershipError, LockingError, AtomicSwapError, ExdevError,
     BackupMissingError, RestoreFailedError, SmokeError, InternalError)

@@ -9,7 +9,7 @@ import copy
 import json
 import os
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _report
+from ansible_collections.switchyard.fs.plugins.module_utils._report import entries as _rentries, events as _revents
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "schemas", "report.schema.json")
@@ -98,12 +98,12 @@ def _is_commit_only_event(value):
 def expand_events(report):
     """A report's events exactly as the host wrote them to its audit_log: every envelope field, event_id, seq,
     ts, and every field an event shares with its entry (docs/facts.md "Events").  A new list."""
-    return _report.expand_events(report)
+    return _revents.expand_events(report)
 
 
 def entries(report):
     """A report's entries (rows, actions or results) with the plan-level and derived fields written out."""
-    return _report.expand_entries(report)
+    return _rentries.expand_entries(report)
 
 
 def redact(value):

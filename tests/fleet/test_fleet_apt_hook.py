@@ -144,7 +144,7 @@ def test_dpkg_reinstall_and_upgrade_are_reswapped_by_the_hook_and_restore_to_the
     swapped = state(h)
     assert swapped == dict((t, ("link", "%s/%s" % (UUTILS_DIR, t))) for t in TOOLS)
     files = h.ssh("ls %s %s/reapply.py %s/plan.json %s/ansible_collections/switchyard/fs/plugins/module_utils/"
-                  "_engine.py" % (SNIPPET, HOOK_DIR, HOOK_DIR, HOOK_DIR), check=False)
+                  "_stages/apply.py" % (SNIPPET, HOOK_DIR, HOOK_DIR, HOOK_DIR), check=False)
     assert files.returncode == 0, files.stderr
     assert h.ssh("test ! -e %s/ansible_collections/switchyard/fs/plugins/module_utils/_module.py" % HOOK_DIR,
                  check=False).returncode == 0

@@ -159,7 +159,7 @@ def test_the_runner_refuses_files_a_less_trusted_user_could_have_written(setup, 
     if attack == "plan_group_writable":
         os.chmod(os.path.join(hook_dir, "plan.json"), 0o664)
     elif attack == "engine_file_not_root":
-        os.chown(os.path.join(engine, "_engine.py"), 1000, 1000)
+        os.chown(os.path.join(engine, "_stages", "apply.py"), 1000, 1000)
     elif attack == "engine_symlink":
         os.rename(os.path.join(engine, "_probes", "smoke.py"), os.path.join(hook_dir, "elsewhere.py"))
         os.symlink(os.path.join(hook_dir, "elsewhere.py"), os.path.join(engine, "_probes", "smoke.py"))

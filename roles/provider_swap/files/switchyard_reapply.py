@@ -82,7 +82,7 @@ def write_log(path, entry):
 def reapply(plan, here):
     sys.path.insert(0, here)
     from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings, apply
-    from ansible_collections.switchyard.fs.plugins.module_utils._report import expand_entries
+    from ansible_collections.switchyard.fs.plugins.module_utils._report.entries import expand_entries
 
     settings = Settings(**plan["settings"])
     report, err, warnings = apply(settings, plan["links"], smoke=plan.get("smoke"))

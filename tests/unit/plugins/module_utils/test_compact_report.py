@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 from sandbox import make_sandbox  # noqa: E402
 
-from ansible_collections.switchyard.fs.plugins.module_utils import _report  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._report import entries as _rentries, events as _revents  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import (  # noqa: E402
     Settings, apply, preflight, restore, prune)
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import (  # noqa: E402
@@ -97,7 +97,7 @@ def test_an_after_state_that_is_not_the_plain_link_is_kept(tmp_path):
     full[1]["after"]["owner"] = "1000:1000"
     verbose = dict(v, actions=full, events=expand_events(v))
     verbose.pop("plan", None)
-    _report.compact_report(verbose)
+    _revents.compact_report(verbose)
     assert verbose["actions"][1]["after"]["owner"] == "1000:1000"
     assert entries(verbose)[1]["after"]["owner"] == "1000:1000" and entries(verbose)[0] == entries(rep)[0]
 
@@ -141,10 +141,10 @@ _entry = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stage=st.sampled_from(["preflight", "apply", "restore"]), items=st.lists(_entry, max_size=6))
 def test_compact_then_expand_gives_back_every_entry_exactly(stage, items):
-    key = _report.ENTRY_KEYS[stage]
+    key = _rentries.ENTRY_KEYS[stage]
     for e in items:
         e.pop("absent", None)  # a real entry never has the marker; it is the plan's to write
     rep = {"stage": stage, "run_id": str(uuid.uuid4()), "ts": "2026-12-01T10:00:00.000000Z", key: copy.deepcopy(items),
            "events": []}
-    _report.compact_report(rep)
+    _revents.compact_report(rep)
     assert entries(rep) == items

@@ -20,7 +20,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 from sandbox import make_sandbox  # noqa: E402
 
-from ansible_collections.switchyard.fs.plugins.module_utils._engine import Run, Settings, apply, preflight  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.inputs import Settings  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._stages.run import Run  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils.engine import apply, preflight  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (  # noqa: E402
     LockingError, PolicyError, SwitchyardError)
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dir_beneath, open_root  # noqa: E402
@@ -266,7 +268,7 @@ def test_lock_file_of_another_user_is_refused(tmp_path):
 
 def test_lock_is_taken_on_the_file_the_walk_found(tmp_path):
     sb = make_sandbox(tmp_path)
-    run = Run(Settings(root=sb.root), "apply", None)
+    run = Run(Settings(root=sb.root), "apply", None, False)
     try:
         run.take_lock()
         assert run.lock is not None and run.lock.path == sb.p("/run/lock/switchyard.lock")
@@ -307,7 +309,7 @@ def _lock_contender(root, excl_dir, out, rounds, start):
     settings = Settings(root=root, lock_timeout=5)
     start.wait()
     for _round in range(rounds):
-        run = Run(settings, "apply", None)
+        run = Run(settings, "apply", None, False)
         try:
             try:
                 run.take_lock()
