@@ -274,7 +274,7 @@ ansible_facts:
             warnings: 0
             stop_paths: []
             overridden: 0
-          - {stage: apply.attempt, dt_us: -28405, actions: 1, lock_backend: flock, lock_wait_ms: 0.007, lock_attempts: 1}
+          - {stage: restore, dt_us: -28405, actions: 1, lock_backend: flock, lock_wait_ms: 0.007, lock_attempts: 1}
           - {stage: restore, a: 0, dt_us: -7969}
         plan:
           mounts:
