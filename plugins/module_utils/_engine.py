@@ -14,6 +14,8 @@ import uuid
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import durable
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import swap
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
@@ -75,7 +77,7 @@ class Run(object):
         self.policy = settings.policy
         self.run_id = str(uuid.uuid4())
         self.root_fd = open_root(settings.root)
-        self.durability = fs.Durability(self.policy.require_backup_durability)
+        self.durability = durable.Durability(self.policy.require_backup_durability)
         self.rep = Reporter(stage, plan_id, self.run_id, settings.check_mode, settings.audit_log,
                             audit_open=self._open_audit_log)
         self.store = bk.BackupStore(self.root_fd, settings.backup_dir_rel, settings.backup_tag)
@@ -152,7 +154,7 @@ class Run(object):
             return
         try:
             if not self.s.check_mode:
-                jr.remove_dead_temps(jdir)
+                fs.remove_dead_temps(jdir)
             retired = 0
             for name, begin, later in jr.list_journals(jdir):
                 if jr.final_state(later) is not None:
@@ -397,14 +399,7 @@ def _discard_partial_backup(run, la, bdir):
 
 def _remove_temps(dir_fd, name, run_id, dry_run=False):
     """Remove (or with dry_run only list) the temps run_id left for `name`; returns their names."""
-    prefix = ".%s%s%s." % (name, fs.TEMP_MARKER, run_id[:8])
-    found = []
-    for entry in os.listdir(dir_fd):
-        if entry.startswith(prefix):
-            found.append(entry)
-            if not dry_run:
-                fs.unlink_at(dir_fd, entry)
-    return found
+    return fs.remove_dead_temps(dir_fd, name, run_id=run_id, dry_run=dry_run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -906,7 +901,7 @@ def _commit(run, plan, acts, todo, checks, base):
             return _apply_report(run, acts, base, err, [], False), err, run.rep.warnings
         faults.kill_point("after_journal")
         done, err, failed = [], None, None
-        batch = fs.DurableBatch(run.durability)
+        batch = durable.DurableBatch(run.durability)
         try:
             # Group commit, phase 1: every backup and sidecar, then all of them durable together (one syncfs
             # per filesystem, one fsync per backup directory) and a journal record saying so.
@@ -1005,7 +1000,7 @@ def _classify(e, la):
         return e
     where = la.link["target"] if la is not None else None
     prefix = ("%s: " % where) if where else ""
-    if isinstance(e, fs.FsyncFailed):
+    if isinstance(e, durable.FsyncFailed):
         return AtomicSwapError("%s%s (policy.require_backup_durability is true)" % (prefix, e.strerror), path=where)
     if isinstance(e, fs.EntryChanged):
         return AtomicSwapError("%s%s" % (prefix, e.strerror), path=where)
@@ -1033,9 +1028,9 @@ def _back_up(run, la, bdir, batch):
 
 def _swap(run, la, batch):
     """Phase 2 for one action: exchange the new link with the backed-up entry (its directory synced by batch)."""
-    outcome = fs.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id,
-                                    run.durability, expect=la.backup.expect, batch=batch,
-                                    expect_hash=la.backup.meta.get("payload_hash"))
+    outcome = swap.symlink_replace_at(la.target.parent_fd, la.target.name, la.link["source"], run.run_id,
+                                      run.durability, expect=la.backup.expect, batch=batch,
+                                      expect_hash=la.backup.meta.get("payload_hash"))
     la.swap_method = outcome.method
     # Its backup was made durable with the plan's (phase 1); skipped fsyncs (policy) make nothing durable.
     la.backup_durable = run.durability.durable

@@ -17,6 +17,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _faults as fa
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import swap
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     BackupMissingError, ExdevError, RestoreFailedError, PolicyError)
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import SidePath, components, open_dirs_below, open_side_dir
@@ -285,7 +286,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
             meta["size"] = fst.st_size
             if same_fs:
                 if (known_hash is not None and known_hash[1] and known_hash[0] == content_key(fst)
-                        and not fs.recently_changed(fst, inspected_ns)):
+                        and not swap.recently_changed(fst, inspected_ns)):
                     meta["payload_hash"] = known_hash[1]
                 else:
                     meta["payload_hash"] = fs.sha256_fd(fd)
@@ -302,7 +303,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
             # written while they were hashed or copied move mtime or size.
             expect = os.fstat(fd)
             if ((expect.st_size, expect.st_mtime_ns) != (fst.st_size, fst.st_mtime_ns)
-                    or (fs.recently_changed(expect) and fs.sha256_fd(fd) != meta["payload_hash"])):
+                    or (swap.recently_changed(expect) and fs.sha256_fd(fd) != meta["payload_hash"])):
                 fs.unlink_at(dir_fd, pname)
                 raise fs.EntryChanged(errno.EAGAIN, "%s was written while it was being backed up; nothing was "
                                                     "swapped, retry" % target.rel)
@@ -324,7 +325,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     faults.kill_point("after_backup_payload")
     sname = sidecar_name(target.name, tag, ms)
     data = (json.dumps(meta, sort_keys=True, indent=1) + "\n").encode("utf-8")
-    fs.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600, batch=batch)
+    swap.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600, batch=batch)
     faults.kill_point("after_sidecar")
     backup = Backup(dir_fd, ms, sname, meta)
     backup.expect = expect
@@ -431,16 +432,16 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
     try:
         if kind == "absent":
             if cur != "absent":
-                fs.remove_checked(target.parent_fd, target.name, st, run_id)
+                swap.remove_checked(target.parent_fd, target.name, st, run_id)
                 durability.fsync(target.parent_fd, "directory of %s" % target.rel)
         elif kind == "symlink":
-            fs.symlink_replace_at(target.parent_fd, target.name, backup.meta["prior_link_target"], run_id, durability,
-                                  expect=st)
+            swap.symlink_replace_at(target.parent_fd, target.name, backup.meta["prior_link_target"], run_id, durability,
+                                    expect=st)
             if consume:
                 fs.unlink_at(backup.dir_fd, backup.payload)
         elif consume and backup.meta.get("backup_method") == "hardlink":
             # The backup inode itself goes back, exchanged against the entry the caller inspected.
-            fs.replace_checked(target.parent_fd, backup.payload, target.name, st, src_dirfd=backup.dir_fd)
+            swap.replace_checked(target.parent_fd, backup.payload, target.name, st, src_dirfd=backup.dir_fd)
             faults.kill_point("after_rename")
             durability.fsync(target.parent_fd, "directory of %s" % target.rel)
             applied = dict((f, "applied") for f in pres.FIELDS_BY_TIER[policy.preservation_tier])
@@ -465,7 +466,7 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
                 raise
             try:
                 # The target must still be what the restore inspected: a file written there meanwhile stays.
-                fs.replace_checked(target.parent_fd, tmp, target.name, st)
+                swap.replace_checked(target.parent_fd, tmp, target.name, st)
             except fs.EntryChanged:
                 raise RestoreFailedError("%s changed while it was being restored (a concurrent writer?); the new "
                                          "content was left in place and the backup is kept" % target.rel, path=target.rel)

@@ -289,25 +289,6 @@ def list_journals(dir_fd):
     return out
 
 
-def remove_dead_temps(dir_fd):
-    """Drop journal temps a crash left before their rename (no mutation followed them).  A temp whose
-    writer is alive is still flocked and stays."""
-    for name in os.listdir(dir_fd):
-        if fs.TEMP_MARKER not in name:
-            continue
-        try:
-            journal = Journal.claim(dir_fd, name, None)
-        except OSError:
-            continue
-        if journal is not None:
-            try:
-                fs.unlink_at(dir_fd, name)
-            except OSError:
-                pass  # e.g. a read-only root: harmless, list_journals never reads temps
-            finally:
-                journal.close()
-
-
 def open_state_dir(anchor_fd, side, create, durability=None):
     """Open <state_dir>/journal (a SidePath resolved from anchor_fd); None when absent and create is False.
 
