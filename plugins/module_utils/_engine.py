@@ -17,6 +17,8 @@ from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import durable
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import swap
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
 from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
@@ -59,7 +61,7 @@ class Settings(object):
                                     outside)
         self.state_rel = self.state_side.rel
         self.backup_tag = backup_tag
-        bk.BackupStore(None, None, backup_tag)  # validates the tag
+        bks.BackupStore(None, None, backup_tag)  # validates the tag
         self.audit_log = audit_log
         self.audit_side = side_path(self.root, audit_log, "audit_log", outside) if audit_log else None
         self.check_mode = check_mode
@@ -80,7 +82,7 @@ class Run(object):
         self.durability = durable.Durability(self.policy.require_backup_durability)
         self.rep = Reporter(stage, plan_id, self.run_id, settings.check_mode, settings.audit_log,
                             audit_open=self._open_audit_log)
-        self.store = bk.BackupStore(self.root_fd, settings.backup_dir_rel, settings.backup_tag)
+        self.store = bks.BackupStore(self.root_fd, settings.backup_dir_rel, settings.backup_tag)
         self.lock = None
         self.lock_facts = {"lock_backend": "none", "lock_wait_ms": 0.0, "lock_attempts": 0}
         self.recovery = []
@@ -228,7 +230,7 @@ class Run(object):
     def _recover_one(self, begin):
         paths, errors = [], []
         # Backups live where the interrupted run put them, whatever this run's policy.backup_dir says.
-        store = bk.BackupStore(self.root_fd, begin.get("backup_dir_rel", self.s.backup_dir_rel), begin["tag"])
+        store = bks.BackupStore(self.root_fd, begin.get("backup_dir_rel", self.s.backup_dir_rel), begin["tag"])
         for act in reversed(begin.get("actions", [])):
             target = self._journal_target(act, errors)
             if target is None:
@@ -241,8 +243,8 @@ class Run(object):
                     continue
                 try:
                     if not self.s.check_mode:
-                        for name in (bk.payload_name(target.name, begin["tag"], act["backup_ms"]),
-                                     bk.sidecar_name(target.name, begin["tag"], act["backup_ms"])):
+                        for name in (bks.payload_name(target.name, begin["tag"], act["backup_ms"]),
+                                     bks.sidecar_name(target.name, begin["tag"], act["backup_ms"])):
                             _remove_temps(bdir, name, begin["run_id"])
                     changed = self._undo_action(target, bdir, act, begin["tag"])
                 finally:
@@ -280,12 +282,12 @@ class Run(object):
                 ms = act["backup_ms"]
                 if isinstance(ms, bool) or not isinstance(ms, int):
                     raise PolicyError("journal backup_ms %r is not an integer" % (ms,))
-                store = bk.BackupStore(self.root_fd, begin.get("backup_dir_rel", self.s.backup_dir_rel), begin["tag"])
+                store = bks.BackupStore(self.root_fd, begin.get("backup_dir_rel", self.s.backup_dir_rel), begin["tag"])
                 bdir = store.dir_for(target, create=False)
                 if bdir is None:
                     continue
                 try:
-                    names = [bk.sidecar_name(target.name, begin["tag"], ms), bk.payload_name(target.name, begin["tag"], ms)]
+                    names = [bks.sidecar_name(target.name, begin["tag"], ms), bks.payload_name(target.name, begin["tag"], ms)]
                     left = [n for n in names if fs.lstat_at(bdir, n) is not None]
                     if left and not self.s.check_mode:
                         for n in left:
@@ -308,17 +310,17 @@ class Run(object):
 
     def _undo_action(self, target, bdir, act, tag):
         """Undo one journaled action from what the filesystem shows; True when something changed."""
-        sname = bk.sidecar_name(target.name, tag, act["backup_ms"])
-        pname = bk.payload_name(target.name, tag, act["backup_ms"])
+        sname = bks.sidecar_name(target.name, tag, act["backup_ms"])
+        pname = bks.payload_name(target.name, tag, act["backup_ms"])
         bad = None
         try:
-            parsed = bk.load_sidecar(bdir, sname, tag)
+            parsed = bks.load_sidecar(bdir, sname, tag)
             meta = parsed.meta if parsed is not None else None
             if meta is not None and meta["prior_kind"] != "absent":
                 pst = fs.lstat_at(bdir, pname)
                 if pst is not None:
-                    bk.check_payload_kind(sname, meta["prior_kind"], pst)
-        except bk.sc.SidecarInvalid as e:
+                    bks.check_payload_kind(sname, meta["prior_kind"], pst)
+        except sc.SidecarInvalid as e:
             meta, bad = None, e
         st = target.lstat()
         swapped = fs.kind_of(st) == "symlink" and fs.readlink_at(target.parent_fd, target.name) == act["link_text"]
@@ -332,9 +334,9 @@ class Run(object):
                     fs.unlink_at(bdir, pname)  # payload without sidecar (or with an unusable one): a duplicate
                     if bad is not None:
                         fs.unlink_at(bdir, sname)
-            elif bk.target_matches_backup(target, bk.Backup(bdir, act["backup_ms"], sname, meta),
+            elif bk.target_matches_backup(target, bks.Backup(bdir, act["backup_ms"], sname, meta),
                                           self.policy.preservation_tier):
-                bk.remove_backup(bk.Backup(bdir, act["backup_ms"], sname, meta), self.durability)
+                bk.remove_backup(bks.Backup(bdir, act["backup_ms"], sname, meta), self.durability)
             return False
         if bad is not None:
             raise RestoreFailedError("%s was swapped but its backup is unusable: %s; left as is"
@@ -342,7 +344,7 @@ class Run(object):
         if meta is None:
             raise RestoreFailedError("%s was swapped but its backup %s has no complete sidecar; left as is"
                                      % (act["target"], pname), path=act["target"])
-        backup = bk.Backup(bdir, act["backup_ms"], sname, meta)
+        backup = bks.Backup(bdir, act["backup_ms"], sname, meta)
         if self.s.check_mode:
             return True
         bk.verify_backup(backup, self.policy)
@@ -390,10 +392,10 @@ def _discard_partial_backup(run, la, bdir):
     """Remove what create_backup left when it failed: names reserved for this run (backup_ms) and temps."""
     tag = run.s.backup_tag
     _remove_temps(la.target.parent_fd, la.target.name, run.run_id)
-    _remove_temps(bdir, bk.payload_name(la.target.name, tag, la.backup_ms), run.run_id)
-    _remove_temps(bdir, bk.sidecar_name(la.target.name, tag, la.backup_ms), run.run_id)
-    fs.unlink_at(bdir, bk.sidecar_name(la.target.name, tag, la.backup_ms))
-    fs.unlink_at(bdir, bk.payload_name(la.target.name, tag, la.backup_ms))
+    _remove_temps(bdir, bks.payload_name(la.target.name, tag, la.backup_ms), run.run_id)
+    _remove_temps(bdir, bks.sidecar_name(la.target.name, tag, la.backup_ms), run.run_id)
+    fs.unlink_at(bdir, bks.sidecar_name(la.target.name, tag, la.backup_ms))
+    fs.unlink_at(bdir, bks.payload_name(la.target.name, tag, la.backup_ms))
     run.durability.fsync(bdir, "backup directory of %s" % la.link["target"])
 
 
@@ -430,7 +432,7 @@ def _check_backup_name_budget(settings, rel, option, given):
     """The longest name a run derives from a target (the temp name of its sidecar) must fit in one component:
     a name that cannot work is refused here, not discovered halfway through an apply."""
     name = rel.rsplit("/", 1)[-1]
-    longest = fs.temp_name(bk.sidecar_name(name, settings.backup_tag, 10 ** 14), "0" * 36)
+    longest = fs.temp_name(bks.sidecar_name(name, settings.backup_tag, 10 ** 14), "0" * 36)
     if len(os.fsencode(longest)) > NAME_MAX:
         raise PolicyError("%s=%r: its backup and temp names would be %d bytes, over the %d-byte limit of a file name; "
                           "use a shorter backup_tag (now %r) or a shorter file name"
@@ -769,7 +771,7 @@ def _restore_row(run, action, which):
         row.data["current_kind"] = fs.kind_of(st)
         pf.path_policy_gate(row, run.policy, action.target, target.real_rel)
         bdir = run.store.dir_for(target, create=False)
-        scan = run.store.scan(target, bdir) if bdir is not None else bk.Scan()
+        scan = run.store.scan(target, bdir) if bdir is not None else bks.Scan()
         backups = scan.usable
         try:
             for r in scan.rejected:
@@ -1223,8 +1225,8 @@ def _restore_run(run, plan, which, prepared, results, rows):
         target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
         bdir = run.store.dir_for(target, create=False)
         prepared.append((target, bdir))
-        store = bk.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
-        scan = store.scan(target, bdir) if bdir is not None else bk.Scan()
+        store = bks.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
+        scan = store.scan(target, bdir) if bdir is not None else bks.Scan()
         backups = scan.usable
         if ms is not None:
             for r in scan.rejected:  # (a restore by targets reported them in its preflight rows)
@@ -1414,7 +1416,7 @@ def _prune_run(run, rels, count, age, chosen, results):
         target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
         chosen.append((target, None, None, ()))
         bdir = run.store.dir_for(target, create=False)
-        scan = run.store.scan(target, bdir) if bdir is not None else bk.Scan()
+        scan = run.store.scan(target, bdir) if bdir is not None else bks.Scan()
         backups = scan.usable
         keep, original = _retained(backups, count, age, now, run.policy.prune_keep_original)
         doomed = [b for b in backups if b not in keep]

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 from sandbox import make_sandbox, sha256  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import durable  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import swap  # noqa: E402
@@ -116,7 +117,7 @@ def test_backup_names_are_reserved_for_the_whole_plan(tmp_path):
     sb = make_sandbox(tmp_path, synthetic=1)
     target = resolve_beneath(sb.root, sb.p("/usr/bin/f000"))
     try:
-        store = bk.BackupStore(None, None, "switchyard")
+        store = bks.BackupStore(None, None, "switchyard")
         reserved = set()
         first = store.next_ms(target, target.parent_fd, 1000, reserved)
         second = store.next_ms(target, target.parent_fd, 1000, reserved)
@@ -324,7 +325,7 @@ def test_restore_refuses_a_payload_rewritten_after_it_was_verified(tmp_path):
     root_fd = os.open(sb.root, os.O_RDONLY | os.O_DIRECTORY)
     bdir = None
     try:
-        store = bk.BackupStore(root_fd, "/var/backups/sy", "switchyard")
+        store = bks.BackupStore(root_fd, "/var/backups/sy", "switchyard")
         bdir = store.dir_for(target, create=False)
         b = store.list(target, bdir)[0]
         bk.verify_backup(b, pol)
@@ -405,7 +406,7 @@ def test_restore_never_replaces_a_regular_file_that_appeared_after_the_caller_lo
     ok(apply(Settings(root=sb.root), [sb.link("f000")]))
     target = resolve_beneath(sb.root, p)
     try:
-        store = bk.BackupStore(None, None, "switchyard")
+        store = bks.BackupStore(None, None, "switchyard")
         b = store.list(target, target.parent_fd)[0]
         with open(p + ".dpkg-new", "wb") as f:
             f.write(b"upgraded")
