@@ -31,8 +31,8 @@ from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action,
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
 from ansible_collections.switchyard.fs.plugins.module_utils._report import Reporter
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import (
-    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, side_path,
-    open_anchor, open_dir_beneath, open_side_file, NAME_MAX)
+    normalize_root, relative_to_root, resolve_beneath, open_root, follow_beneath, open_dir_beneath, NAME_MAX)
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.sidepath import side_path, open_anchor, open_side_file
 
 
 # Journal kinds other than apply: their recovery sweeps or rolls forward, it never undoes.

@@ -14,7 +14,8 @@ from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import SidePath, components, open_dirs_below, open_side_dir
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.sidepath import SidePath, open_dirs_below, open_side_dir
 
 
 def payload_name(name, tag, ms):

@@ -15,7 +15,8 @@ import uuid
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components, open_dirs_below, open_side_dir
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.sidepath import open_dirs_below, open_side_dir
 
 JOURNAL_SUFFIX = ".journal"
 FINAL_STATES = ("committed", "rolled_back", "recovered", "failed_rollback")
