@@ -127,14 +127,9 @@ class BackupStore(object):
             + components(target.parent_rel) + [name]
         return "/" + "/".join(parts)
 
-    def list(self, target, dir_fd):
-        """Complete, checked backups of target, newest first.  Incomplete ones (no sidecar, missing
-        payload) and rejected ones (a sidecar field fails parse_sidecar) are never returned."""
-        return self.scan(target, dir_fd).usable
-
     def scan(self, target, dir_fd):
-        """Scan of target's backups in dir_fd (see Scan).  Only names of this target and tag are looked at;
-        nothing read from a sidecar is used as a path."""
+        """Scan of target's backups in dir_fd (see Scan): only its usable ones are ever restored.  Only names of
+        this target and tag are looked at; nothing read from a sidecar is used as a path."""
         rx, prx = _sidecar_re(target.name, self.tag), _payload_re(target.name, self.tag)
         out = Scan()
         entries = os.listdir(dir_fd)

@@ -70,8 +70,7 @@ class ResolvedPath(object):
     `rel` is the path as written by the user (inside root), `parent_rel` the in-root path of the
     directory actually opened (after following in-root intermediate symlinks)."""
 
-    def __init__(self, root, rel, parent_fd, parent_rel, name):
-        self.root = root
+    def __init__(self, rel, parent_fd, parent_rel, name):
         self.rel = rel
         self.parent_fd = parent_fd
         self.parent_rel = parent_rel
@@ -232,7 +231,7 @@ def resolve_beneath(root, path, option="path", root_fd=None):
     finally:
         if own_root:
             os.close(rfd)
-    return ResolvedPath(root, rel, parent_fd, parent_rel, parts[-1])
+    return ResolvedPath(rel, parent_fd, parent_rel, parts[-1])
 
 
 def follow_beneath(root_fd, rel, option="path", visit=None):

@@ -327,7 +327,7 @@ def test_restore_refuses_a_payload_rewritten_after_it_was_verified(tmp_path):
     try:
         store = bks.BackupStore(root_fd, "/var/backups/sy", "switchyard")
         bdir = store.dir_for(target, create=False)
-        b = store.list(target, bdir)[0]
+        b = store.scan(target, bdir).usable[0]
         bk.verify_backup(b, pol)
         with open(sb.p("/var/backups/sy/usr/bin/" + b.payload), "r+b") as f:  # rewritten in place after verify
             f.write(b"#!/bin/sh\necho pwned\n")
@@ -407,7 +407,7 @@ def test_restore_never_replaces_a_regular_file_that_appeared_after_the_caller_lo
     target = resolve_beneath(sb.root, p)
     try:
         store = bks.BackupStore(None, None, "switchyard")
-        b = store.list(target, target.parent_fd)[0]
+        b = store.scan(target, target.parent_fd).usable[0]
         with open(p + ".dpkg-new", "wb") as f:
             f.write(b"upgraded")
         os.rename(p + ".dpkg-new", p)
