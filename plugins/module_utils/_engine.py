@@ -20,6 +20,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal_check as jcheck
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
 from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import smoke as _smoke
@@ -178,8 +179,8 @@ class Run(object):
                         continue
                     try:
                         # Untrusted like option input: nothing of a bad record is used, least of all as a path.
-                        jr.check_begin(name, begin, kinds=("apply",) + SIDE_KINDS)
-                    except jr.JournalInvalid as e:
+                        jcheck.check_begin(name, begin, kinds=("apply",) + SIDE_KINDS)
+                    except jcheck.JournalInvalid as e:
                         pid, rid = _journal_ids(name, begin)
                         result = {"ok": False, "plan_id": pid, "run_id": rid, "paths": [], "dry_run": self.s.check_mode,
                                   "msg": "could not roll back plan %s: %s; nothing was undone from it. Inspect the "
@@ -368,7 +369,7 @@ def _journal_ids(name, begin):
     stem = name[:-len(jr.JOURNAL_SUFFIX)] if name.endswith(jr.JOURNAL_SUFFIX) else ""
 
     def ok(value):
-        return isinstance(value, str) and jr._UUID_RE.match(value) is not None
+        return isinstance(value, str) and jcheck.UUID_RE.match(value) is not None
     rid = begin.get("run_id") if ok(begin.get("run_id")) else (stem if ok(stem) else _NIL_UUID)
     pid = begin.get("plan_id") if ok(begin.get("plan_id")) else _NIL_UUID
     return pid, rid
@@ -1142,8 +1143,8 @@ def _plan_backups(run, plan_id):
                 if not isinstance(begin, dict) or begin.get("plan_id") != plan_id or begin.get("kind") != "apply":
                     continue
                 try:
-                    jr.check_begin(name, begin)
-                except jr.JournalInvalid as e:
+                    jcheck.check_begin(name, begin)
+                except jcheck.JournalInvalid as e:
                     raise RestoreFailedError("%s; nothing was restored from it. Restore by targets instead" % e)
                 for a in begin["actions"]:
                     if a["target"] not in newest or a["backup_ms"] > newest[a["target"]][1]:
