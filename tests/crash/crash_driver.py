@@ -13,18 +13,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(REPO, ".build", "collections"))
 
 from ansible_collections.switchyard.fs.plugins.module_utils import engine  # noqa: E402
-from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as _fsatoms  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import durable as _fsdurable  # noqa: E402
 
 
 def main():
     req = json.loads(sys.argv[1])
     fsyncs = [0]
-    real_fsync = _fsatoms.Durability.fsync
+    real_fsync = _fsdurable.Durability.fsync
 
     def counting_fsync(self, fd, what):
         fsyncs[0] += 1
         return real_fsync(self, fd, what)
-    _fsatoms.Durability.fsync = counting_fsync
+    _fsdurable.Durability.fsync = counting_fsync
 
     s = engine.Settings(root=req["root"], policy=req.get("policy") or {}, state_dir=req.get("state_dir"),
                         lock_timeout=req.get("lock_timeout", 5.0), check_mode=req.get("check_mode", False))

@@ -225,7 +225,7 @@ def test_kill_on_the_copy_path_is_recovered_from_the_journaled_backup_dir(tmp_pa
 # -- live plans, restore plan_id, on_unfinished_plan, failed recovery ------------------------------
 
 def test_a_plan_whose_writer_is_alive_is_not_recovered(small):
-    from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as _fsatoms, journal as _journal
+    from ansible_collections.switchyard.fs.plugins.module_utils._fs import durable as _fsdurable, journal as _journal
     jdir = os.path.join(small.root, "var", "lib", "switchyard", "journal")
     os.makedirs(jdir)
     fd = os.open(jdir, os.O_RDONLY | os.O_DIRECTORY)
@@ -234,7 +234,7 @@ def test_a_plan_whose_writer_is_alive_is_not_recovered(small):
     try:
         live = _journal.Journal.begin(fd, run_id, {"kind": "apply", "plan_id": plan_id, "run_id": run_id,
                                                    "tag": "switchyard", "ts_ms": 1, "actions": []},
-                                      _fsatoms.Durability(True))
+                                      _fsdurable.Durability(True))
         try:
             res = ck.run_engine(small, "prune")
             assert res.error_id is None, res

@@ -92,7 +92,8 @@ def test_atom_is_not_reachable_through_the_facade(name):
 def test_no_fs_atom_is_reachable_through_the_facade():
     """Every public function of the atom modules, not just the ones named above."""
     facade = _facade()
-    for private in ("_fs.atoms", "_fs.safepath", "_fs.backup", "_fs.journal", "_fs.lock"):
+    for private in ("_fs.atoms", "_fs.durable", "_fs.swap", "_fs.safepath", "_fs.sidepath", "_fs.backup",
+                    "_fs.backup_store", "_fs.journal", "_fs.journal_check", "_fs.lock", "_fs.xattr"):
         mod = importlib.import_module(PACKAGE + ".module_utils." + private)
         leaked = sorted(n for n in _public_attributes(mod)
                         if callable(getattr(mod, n)) and getattr(mod, n).__module__ == mod.__name__

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Low-level filesystem atoms on directory handles (*at calls only). Private to this collection."""
+"""Entry operations on directory handles (*at calls only): lstat, open, readlink, hash, copy, temps. Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -11,9 +11,7 @@ import errno
 import fcntl
 import hashlib
 import os
-import platform
 import stat
-import time
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 
@@ -26,100 +24,8 @@ _CHUNK = 1 << 20
 TEMP_MARKER = ".swy-tmp."
 
 
-class FsyncFailed(OSError):
-    """An fsync that policy requires did not succeed."""
-
-
-class Durability(object):
-    """Applies require_backup_durability to every fsync: required, a failed fsync raises FsyncFailed;
-    not required, fsyncs are skipped altogether (the rollout knob of the seed) and nothing is durable."""
-
-    def __init__(self, required=True):
-        self.required = required
-        self.durable = bool(required)
-        self.failures = []
-        self._fail_at = faults.fsync_failure_at()
-        self._count = 0
-
-    def fsync(self, fd, what):
-        self._sync(os.fsync, fd, what)
-
-    def syncfs(self, fd, what):
-        """Make everything written to the filesystem holding fd durable at once (group commit)."""
-        self._sync(_syncfs, fd, what)
-
-    def _sync(self, call, fd, what):
-        if not self.required:
-            return
-        self._count += 1
-        faults.kill_point("before_fsync")
-        try:
-            if self._fail_at is not None and self._count == self._fail_at:
-                raise OSError(errno.EIO, "injected fsync failure (%s)" % faults.FAIL_FSYNC_ENV)
-            call(fd)
-        except OSError as e:
-            self.durable = False
-            self.failures.append("%s: %s" % (what, e.strerror or e))
-            raise FsyncFailed(e.errno or errno.EIO, "fsync of %s failed: %s" % (what, e.strerror or e))
-
-
-def _syncfs(fd):
-    libc = _libc()
-    fn = getattr(libc, "syncfs", None) if libc is not None else None
-    if fn is None:
-        os.sync()  # no syncfs(2) wrapper: sync everything (cannot report errors, but never skips data)
-        return
-    if fn(ctypes.c_int(fd)) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-class DurableBatch(object):
-    """Group commit: files written and directories changed by many actions are made durable together,
-    one syncfs per filesystem and one fsync per directory, instead of three fsyncs per action."""
-
-    def __init__(self, durability):
-        self.durability = durability
-        self._dirs = {}         # (st_dev, st_ino) -> own fd on the directory
-        self._filesystems = {}  # st_dev -> (st_dev, st_ino) of a directory on it, for syncfs
-        self._temps = {}        # (st_dev, st_ino) -> temp-looking entries of that directory, listed once per plan
-
-    def temps_in(self, dir_fd):
-        """The entries of this directory that look like temps ('*.swy-tmp.*'), listed once per batch: a plan with
-        many targets in one directory sweeps dead temps without reading the directory once per target."""
-        st = os.fstat(dir_fd)
-        key = (st.st_dev, st.st_ino)
-        if key not in self._temps:
-            self._temps[key] = [e for e in os.listdir(dir_fd) if TEMP_MARKER in e]
-        return self._temps[key]
-
-    def wrote_in(self, dir_fd):
-        """A file's data was written in this directory (and the directory changed)."""
-        key = self.changed(dir_fd)
-        self._filesystems.setdefault(key[0], key)
-
-    def changed(self, dir_fd):
-        """An entry of this directory was created, renamed or removed."""
-        st = os.fstat(dir_fd)
-        key = (st.st_dev, st.st_ino)
-        if key not in self._dirs:
-            self._dirs[key] = os.dup(dir_fd)
-        return key
-
-    def flush(self, what):
-        """syncfs each filesystem written to, then fsync each changed directory once; then start empty."""
-        try:
-            for key in self._filesystems.values():
-                self.durability.syncfs(self._dirs[key], "%s (filesystem)" % what)
-            for fd in self._dirs.values():
-                self.durability.fsync(fd, "%s (directory)" % what)
-        finally:
-            self.close()
-
-    def close(self):
-        for fd in self._dirs.values():
-            os.close(fd)
-        self._dirs, self._filesystems = {}, {}
+class EntryChanged(OSError):
+    """The entry at a target was not the one backed up when it was swapped out."""
 
 
 def lstat_at(dirfd, name):
@@ -187,6 +93,60 @@ def sha256_at(dirfd, name):
 def temp_name(name, run_id):
     rand = binascii.hexlify(os.urandom(4)).decode("ascii")
     return ".%s%s%s.%s" % (name, TEMP_MARKER, run_id[:8], rand)
+
+
+def remove_dead_temps(dirfd, name=None, entries=None, run_id=None, dry_run=False):
+    """Remove the temps (temp_name) left in dirfd by writers that are gone; returns the names removed
+    (with dry_run: the names that would be).
+
+    name: only the temps of that name ('.<name>.swy-tmp.*'), else every temp in the directory.
+    run_id None: a temp is removed only when it is a regular file whose flock is free (its writer died:
+    create_exclusive_at flocks while writing); symlink temps cannot be locked and stay (they live for one
+    syscall, and a journaled run removes its own on recovery).  A temp the directory will not let go of
+    (read-only, immutable) stays too: sweeping is housekeeping, the caller's own write reports the problem.
+    run_id given: the run is known to be over (its journal claimed, or this run cleaning up after itself):
+    every temp of that run is removed, of any kind, and an unlink that fails raises.
+    entries: the directory's entries listed earlier in this run (DurableBatch.temps_in), else listed now."""
+    marker = TEMP_MARKER if run_id is None else "%s%s." % (TEMP_MARKER, run_id[:8])
+    prefix = "" if name is None else "." + name + marker
+    found = []
+    for entry in (os.listdir(dirfd) if entries is None else entries):
+        if not entry.startswith(prefix) or marker not in entry:
+            continue
+        held = None
+        if run_id is None:
+            held = _lock_if_writer_dead(dirfd, entry)
+            if held is None:
+                continue
+        try:
+            if not dry_run:
+                try:
+                    unlink_at(dirfd, entry)
+                except OSError:
+                    if held is None:
+                        raise
+                    continue  # e.g. a read-only filesystem: the temp is harmless where it is
+            found.append(entry)
+        finally:
+            if held is not None:
+                os.close(held)
+    return found
+
+
+def _lock_if_writer_dead(dirfd, entry):
+    """An fd holding the flock of the regular file `entry` when its writer is gone (lock free), else None."""
+    try:
+        fd = os.open(entry, READ_FLAGS, dir_fd=dirfd)
+    except OSError:
+        return None  # a symlink (ELOOP), or already gone
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+    except OSError:
+        pass  # its writer is alive
+    os.close(fd)
+    return None
 
 
 def _data_extents(fd, size):
@@ -262,33 +222,6 @@ def create_exclusive_at(dirfd, name, mode=0o600):
     return fd
 
 
-def remove_dead_temps(dirfd, name, entries=None):
-    """Remove regular-file temps of `name` ('.<name>.swy-tmp.*') whose writer died (flock free).
-    Symlink temps cannot be locked and live for one syscall; journaled runs remove theirs on recovery.
-    entries: the directory's entries listed earlier in this run (DurableBatch.temps_in), else it is listed now."""
-    prefix = ".%s%s" % (name, TEMP_MARKER)
-    removed = 0
-    for entry in (os.listdir(dirfd) if entries is None else entries):
-        if not entry.startswith(prefix):
-            continue
-        try:
-            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dirfd)
-        except OSError:
-            continue  # a symlink (ELOOP), or already gone
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # its writer is alive
-            unlink_at(dirfd, entry)
-            removed += 1
-        finally:
-            os.close(fd)
-    return removed
-
-
 def rename_at(src_dirfd, src, dst_dirfd, dst):
     os.rename(src, dst, src_dir_fd=src_dirfd, dst_dir_fd=dst_dirfd)
 
@@ -303,21 +236,12 @@ def unlink_at(dirfd, name, missing_ok=True):
     faults.kill_point("after_unlink")
 
 
-def hardlink_at(src_dirfd, src, dst_dirfd, dst):
-    """linkat without following: links the entry itself (a symlink stays a symlink)."""
-    os.link(src, dst, src_dir_fd=src_dirfd, dst_dir_fd=dst_dirfd, follow_symlinks=False)
-
-
 AT_EMPTY_PATH = 0x1000
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-# renameat2(2) syscall numbers, for a libc that predates its wrapper (glibc < 2.28).
-_RENAMEAT2_NR = {"x86_64": 316, "aarch64": 276, "ppc64le": 357, "ppc64": 357, "s390x": 347, "i686": 353,
-                 "i386": 353, "armv7l": 382, "riscv64": 276, "loongarch64": 276}
 _LIBC = []
 
 
-def _libc():
+def libc():
+    """The C library (ctypes, errno kept), or None where it cannot be loaded."""
     if not _LIBC:
         try:
             _LIBC.append(ctypes.CDLL(None, use_errno=True))
@@ -326,199 +250,18 @@ def _libc():
     return _LIBC[0]
 
 
-def renameat2(src_dirfd, src, dst_dirfd, dst, flags):
-    """renameat2(2).  Raises OSError(EINVAL/ENOSYS/ENOTSUP) where the kernel or filesystem lacks `flags`."""
-    libc = _libc()
-    if libc is None:
-        raise OSError(errno.ENOSYS, "renameat2: no libc")
-    args = (ctypes.c_int(src_dirfd), os.fsencode(src), ctypes.c_int(dst_dirfd), os.fsencode(dst), ctypes.c_uint(flags))
-    fn = getattr(libc, "renameat2", None)
-    if fn is not None:
-        rc = fn(*args)
-    else:
-        nr = _RENAMEAT2_NR.get(platform.machine())
-        if nr is None:
-            raise OSError(errno.ENOSYS, "renameat2: unknown syscall number on %s" % platform.machine())
-        rc = libc.syscall(ctypes.c_long(nr), *args)
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, "renameat2(%s -> %s): %s" % (src, dst, os.strerror(err)))
-
-
-# Errors that mean "this filesystem/kernel cannot do this renameat2 flag", never "the entry changed".
-_NO_RENAMEAT2 = frozenset(e for e in (errno.EINVAL, errno.ENOSYS, getattr(errno, "ENOTSUP", None),
-                                      getattr(errno, "EOPNOTSUPP", None)) if e is not None)
-
-
 def link_fd_at(fd, dst_dirfd, dst):
     """Give the open file `fd` the name `dst`: the inode that was checked and hashed, whatever the name it was
     opened by points at now.  linkat(AT_EMPTY_PATH) where permitted, /proc/self/fd otherwise."""
-    libc = _libc()
-    if libc is not None:
-        rc = libc.linkat(ctypes.c_int(fd), b"", ctypes.c_int(dst_dirfd), os.fsencode(dst), ctypes.c_int(AT_EMPTY_PATH))
+    lc = libc()
+    if lc is not None:
+        rc = lc.linkat(ctypes.c_int(fd), b"", ctypes.c_int(dst_dirfd), os.fsencode(dst), ctypes.c_int(AT_EMPTY_PATH))
         if rc == 0:
             return
         err = ctypes.get_errno()
         if err not in (errno.ENOENT, errno.EPERM, errno.EINVAL, errno.ENOSYS):
             raise OSError(err, "linkat(fd %d -> %s): %s" % (fd, dst, os.strerror(err)))
     os.link("/proc/self/fd/%d" % fd, dst, dst_dir_fd=dst_dirfd, follow_symlinks=True)
-
-
-class SwapOutcome(object):
-    """What came out of the target's place when a temp entry was renamed over it."""
-
-    def __init__(self, method, displaced=None):
-        self.method = method        # "exchange" | "noreplace" | "rename"
-        self.displaced = displaced  # exchange: the temp name now holding the entry that was at the target
-
-
-def _swap_into_place(src_dirfd, tmp, dirfd, name, expect):
-    """Move the prepared entry `tmp` (in src_dirfd) to `name` (in dirfd) without a moment where `name` is missing.
-
-    expect None: RENAME_NOREPLACE, so an entry that appeared meanwhile is never overwritten.
-    Otherwise RENAME_EXCHANGE: the old entry comes out under `tmp` for the caller to check (and to swap
-    back when it is not the one that was backed up).  Where the filesystem has neither, a last check of
-    the entry and a plain rename (the window is one syscall; facts say which method ran)."""
-    flags = RENAME_NOREPLACE if expect is None else RENAME_EXCHANGE
-    try:
-        renameat2(src_dirfd, tmp, dirfd, name, flags)
-    except OSError as e:
-        if e.errno not in _NO_RENAMEAT2:
-            raise
-        if not _same_entry_state(lstat_at(dirfd, name), expect):
-            raise EntryChanged(errno.EAGAIN, "%s changed after it was inspected (a concurrent writer?); "
-                                             "its new content was left in place" % name)
-        rename_at(src_dirfd, tmp, dirfd, name)
-        return SwapOutcome("rename")
-    if expect is None:
-        return SwapOutcome("noreplace")
-    return SwapOutcome("exchange", tmp)
-
-
-ANY_ENTRY = object()  # expect=ANY_ENTRY: replace whatever is there (plain rename)
-
-
-def replace_checked(dirfd, tmp, name, expect=ANY_ENTRY, src_dirfd=None, expect_hash=None):
-    """Rename the prepared entry `tmp` (in src_dirfd, default dirfd) over `name` (no instant without `name`)
-    and return the SwapOutcome.
-
-    `expect` is the lstat of the entry the caller inspected (and backed up), or None when `name` must be
-    absent.  An exchange that brings out anything else (another inode, or the same one written since) is
-    swapped back and raises EntryChanged, so what a package manager wrote meanwhile is never discarded.
-    expect_hash: the sha256 the entry had; a regular file changed too recently for its timestamps to prove
-    anything (recently_changed) is compared by its bytes too.  `tmp` is gone afterwards in every case."""
-    src_dirfd = dirfd if src_dirfd is None else src_dirfd
-    try:
-        if expect is ANY_ENTRY:
-            rename_at(src_dirfd, tmp, dirfd, name)
-            outcome = SwapOutcome("rename")
-        else:
-            outcome = _swap_into_place(src_dirfd, tmp, dirfd, name, expect)
-    except BaseException:
-        unlink_at(src_dirfd, tmp)
-        raise
-    if outcome.displaced is not None:
-        out = lstat_at(src_dirfd, outcome.displaced)
-        same = _same_entry_state(out, expect)
-        if same and expect_hash and stat.S_ISREG(out.st_mode) and recently_changed(out):
-            same = sha256_at(src_dirfd, outcome.displaced) == expect_hash
-        if not same:
-            renameat2(src_dirfd, outcome.displaced, dirfd, name, RENAME_EXCHANGE)
-            unlink_at(src_dirfd, outcome.displaced)
-            raise EntryChanged(errno.EAGAIN, "%s changed after it was inspected (a concurrent writer?); "
-                                             "its new content was left in place" % name)
-        unlink_at(src_dirfd, outcome.displaced)
-    return outcome
-
-
-def remove_checked(dirfd, name, expect, run_id):
-    """Remove `name` only if it is still the entry inspected (`expect`): it is first renamed to a temp name
-    (RENAME_NOREPLACE), checked there, and put back when a concurrent writer had replaced it."""
-    tmp = temp_name(name, run_id)
-    try:
-        renameat2(dirfd, name, dirfd, tmp, RENAME_NOREPLACE)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return
-        if e.errno not in _NO_RENAMEAT2:
-            raise
-        rename_at(dirfd, name, dirfd, tmp)
-    if not _same_entry_state(lstat_at(dirfd, tmp), expect):
-        try:
-            renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE)
-        except OSError as e:
-            if e.errno not in _NO_RENAMEAT2:
-                raise  # the name was taken again meanwhile: the writer's entry stays under the temp name
-            rename_at(dirfd, tmp, dirfd, name)
-        raise EntryChanged(errno.EAGAIN, "%s changed after it was inspected (a concurrent writer?); "
-                                         "its new content was left in place" % name)
-    unlink_at(dirfd, tmp)
-
-
-def symlink_replace_at(dirfd, name, link_text, run_id, durability, expect=ANY_ENTRY, batch=None, expect_hash=None):
-    """symlinkat under a temp name, swap it into `name` (replace_checked), fsync the directory (or leave
-    that to batch.flush())."""
-    tmp = temp_name(name, run_id)
-    os.symlink(link_text, tmp, dir_fd=dirfd)
-    faults.kill_point("before_rename")
-    outcome = replace_checked(dirfd, tmp, name, expect, expect_hash=expect_hash)
-    faults.kill_point("after_rename")
-    if batch is None:
-        durability.fsync(dirfd, "directory of %s" % name)
-    else:
-        batch.changed(dirfd)
-    return outcome
-
-
-class EntryChanged(OSError):
-    """The entry at a target was not the one backed up when it was swapped out."""
-
-
-# File timestamps come from the kernel's coarse clock (one tick, up to 10 ms; more on some filesystems), so
-# two writes within one tick leave the same mtime.  A stat comparison proves "unchanged" only for a file
-# whose mtime is older than this when it is checked; a younger one is compared by its bytes.  (ctime cannot
-# serve: linking and renaming, which the engine itself does, move it.)
-TIMESTAMP_SLACK_NS = 100 * 1000 * 1000
-
-
-def recently_changed(st, now_ns=None):
-    """True when st's mtime is too close to now for a timestamp comparison to prove anything."""
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    return st.st_mtime_ns > now_ns - TIMESTAMP_SLACK_NS
-
-
-def _same_entry_state(st, expect):
-    """Same inode and unwritten since it was inspected: a write in place moves mtime (or size).  ctime is
-    not compared: the rename that brought the entry out moves it."""
-    if st is None or expect is None:
-        return st is None and expect is None
-    return ((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            == (expect.st_dev, expect.st_ino, expect.st_size, expect.st_mtime_ns))
-
-
-def write_file_replace_at(dirfd, name, data, run_id, durability, mode=0o644, batch=None):
-    """Write bytes to a temp name, fsync, renameat over `name`, fsync the directory.
-    With a DurableBatch both syncs are left to batch.flush()."""
-    tmp = temp_name(name, run_id)
-    fd = create_exclusive_at(dirfd, tmp, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if batch is None:
-                durability.fsync(fd, name)
-        finally:
-            os.close(fd)
-        rename_at(dirfd, tmp, dirfd, name)
-    except BaseException:
-        unlink_at(dirfd, tmp)
-        raise
-    if batch is None:
-        durability.fsync(dirfd, "directory of %s" % name)
-    else:
-        batch.wrote_in(dirfd)
 
 
 def read_small_at(dirfd, name, limit=16 << 20):

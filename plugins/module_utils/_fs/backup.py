@@ -1,14 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Backups and their sidecars (backup_meta.v2): create, find, verify, restore. Private to this collection."""
+"""Backups and their sidecars (backup_meta.v2): create, verify, restore, remove. Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
 
 import errno
 import json
 import os
-import re
 import stat
 import time
 
@@ -16,235 +15,12 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _faults as fa
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
-from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import swap
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     BackupMissingError, ExdevError, RestoreFailedError, PolicyError)
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import SidePath, components, open_dirs_below, open_side_dir
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.backup_store import Backup, payload_name, sidecar_name
 
 SIDECAR_SCHEMA = "backup_meta.v2"
-KNOWN_SIDECAR_SCHEMAS = ("backup_meta.v1", "backup_meta.v2")
-PAYLOAD_SUFFIX = ".bak"
-SIDECAR_SUFFIX = ".bak.meta.json"
-
-
-def payload_name(name, tag, ms):
-    return ".%s.%s.%d%s" % (name, tag, ms, PAYLOAD_SUFFIX)
-
-
-def sidecar_name(name, tag, ms):
-    return payload_name(name, tag, ms) + ".meta.json"
-
-
-def _sidecar_re(name, tag):
-    return re.compile(r"^\.%s\.%s\.(\d{1,19})%s$" % (re.escape(name), re.escape(tag), re.escape(SIDECAR_SUFFIX)))
-
-
-def _payload_re(name, tag):
-    return re.compile(r"^\.%s\.%s\.(\d{1,19})%s$" % (re.escape(name), re.escape(tag), re.escape(PAYLOAD_SUFFIX)))
-
-
-class Rejected(object):
-    """A sidecar that failed parse_sidecar (or whose payload is not what it describes): never used."""
-
-    def __init__(self, ms, sidecar, where, error):
-        self.ms = ms
-        self.sidecar = sidecar
-        self.where = where
-        self.field = error.field
-        self.reason = error.reason
-
-    def describe(self):
-        return "backup sidecar %s is unusable: field %s %s" % (self.where, self.field, self.reason)
-
-
-class Scan(object):
-    """Everything of one target's backup set in one directory, newest first:
-    usable (complete, checked), rejected (bad sidecars), incomplete (checked sidecar whose payload is
-    missing: a prune or rollback killed between its two unlinks), orphan_payloads ([(ms, name)]
-    payload names without a sidecar)."""
-
-    def __init__(self):
-        self.usable = []
-        self.rejected = []
-        self.incomplete = []
-        self.orphan_payloads = []
-
-
-class Backup(object):
-    """A complete backup: a parsed sidecar plus (unless prior_kind is absent) its payload entry."""
-
-    def __init__(self, dir_fd, ms, sidecar, meta):
-        self.dir_fd = dir_fd
-        self.ms = ms
-        self.sidecar = sidecar
-        self.meta = meta
-
-    @property
-    def payload(self):
-        return self.meta.get("payload")
-
-    @property
-    def prior_kind(self):
-        return self.meta.get("prior_kind", "file")
-
-    def describe(self):
-        return {"backup_name": self.payload or self.sidecar, "sidecar": self.sidecar, "created_ms": self.ms,
-                "prior_kind": self.prior_kind, "payload_hash": self.meta.get("payload_hash"),
-                "backup_method": self.meta.get("backup_method"),
-                "backup_preservation": _statuses(self.meta.get("backup_preservation"))}
-
-
-def _statuses(recorded):
-    """Sidecars written by 0.1.0 spell skipped-unsupported as "unsupported": report SPEC's word."""
-    if not isinstance(recorded, dict):
-        return None
-    return dict((k, pres.UNSUPPORTED if v == "unsupported" else v) for k, v in recorded.items())
-
-
-class BackupStore(object):
-    """Where backups of one target live: next to it, or mirrored under policy.backup_dir."""
-
-    def __init__(self, root_fd, backup_dir_rel, tag):
-        if not isinstance(tag, str) or not sc.TAG_RE.match(tag):
-            raise PolicyError("backup_tag=%r must be 1-64 characters of letters, digits, '_' or '-'" % (tag,))
-        if backup_dir_rel is not None:
-            check_dir_rel(backup_dir_rel, "backup_dir_rel")
-        self.root_fd = root_fd
-        self.backup_dir_rel = backup_dir_rel
-        self.tag = tag
-
-    def dir_for(self, target, create, durability=None):
-        """An fd (caller closes) on the directory holding `target`'s backups, or None if absent.
-        With create, missing directories are made (and their parents fsynced through durability)."""
-        if self.backup_dir_rel is None:
-            return os.dup(target.parent_fd)
-        # backup_dir's parents by the one walk (0755), backup_dir and its mirror of target directories private
-        # (0700), never through a symlink.
-        side = SidePath("policy.backup_dir", self.backup_dir_rel, self.backup_dir_rel, False)
-        bfd = open_side_dir(self.root_fd, side, create, 0o700, 0o755, durability)
-        if bfd is None:
-            return None
-        try:
-            return open_dirs_below(bfd, components(target.parent_rel), create, 0o700, side.option,
-                                   self.backup_dir_rel, durability)
-        finally:
-            os.close(bfd)
-
-    def where(self, target, name):
-        """The in-root path of a file in target's backup directory, for messages."""
-        parts = components(self.backup_dir_rel or "") \
-            + components(target.parent_rel) + [name]
-        return "/" + "/".join(parts)
-
-    def list(self, target, dir_fd):
-        """Complete, checked backups of target, newest first.  Incomplete ones (no sidecar, missing
-        payload) and rejected ones (a sidecar field fails parse_sidecar) are never returned."""
-        return self.scan(target, dir_fd).usable
-
-    def scan(self, target, dir_fd):
-        """Scan of target's backups in dir_fd (see Scan).  Only names of this target and tag are looked at;
-        nothing read from a sidecar is used as a path."""
-        rx, prx = _sidecar_re(target.name, self.tag), _payload_re(target.name, self.tag)
-        out = Scan()
-        entries = os.listdir(dir_fd)
-        names = set(entries)
-        for entry in entries:
-            pm = prx.match(entry)
-            if pm and entry + ".meta.json" not in names and int(pm.group(1)) <= sc.MAX_INT:
-                out.orphan_payloads.append((int(pm.group(1)), entry))
-            m = rx.match(entry)
-            if not m or int(m.group(1)) > sc.MAX_INT:
-                continue
-            ms = int(m.group(1))
-            try:
-                parsed = load_sidecar(dir_fd, entry, self.tag)
-                if parsed is None:
-                    continue  # removed while we looked
-                backup = Backup(dir_fd, ms, entry, parsed.meta)
-                if backup.prior_kind != "absent":
-                    pst = fs.lstat_at(dir_fd, backup.payload)
-                    if pst is None:
-                        out.incomplete.append(backup)
-                        continue
-                    check_payload_kind(entry, backup.prior_kind, pst)
-            except sc.SidecarInvalid as e:
-                out.rejected.append(Rejected(ms, entry, self.where(target, entry), e))
-                continue
-            out.usable.append(backup)
-        for seq in (out.usable, out.rejected, out.incomplete, out.orphan_payloads):
-            seq.sort(key=lambda b: b[0] if isinstance(b, tuple) else b.ms, reverse=True)
-        return out
-
-    def next_ms(self, target, dir_fd, now_ms, reserved=None):
-        """A timestamp whose payload and sidecar names are both free (bumped past collisions) and not already
-        reserved by another action of the same plan; the names are added to `reserved`, a set the plan keeps
-        until it is done, so no two actions can ever choose the same backup names."""
-        dst = os.fstat(dir_fd)
-        ms = now_ms
-        while True:
-            names = (payload_name(target.name, self.tag, ms), sidecar_name(target.name, self.tag, ms))
-            keys = [(dst.st_dev, dst.st_ino, n) for n in names]
-            taken = (reserved is not None and any(k in reserved for k in keys)) or any(
-                fs.lstat_at(dir_fd, n) is not None for n in names)
-            if not taken:
-                break
-            ms += 1
-        if reserved is not None:
-            reserved.update(keys)
-        return ms
-
-
-def check_dir_rel(rel, what):
-    """An in-root directory path read from a journal or given as a setting: '/a/b', no '.', '..', NUL, sane
-    lengths.  PolicyError otherwise: such a value is never used to open anything."""
-    if not isinstance(rel, str) or not rel.startswith("/") or "\x00" in rel or len(rel) > sc.MAX_PATH_BYTES:
-        raise PolicyError("%s=%r must be an absolute in-root path of at most %d bytes without NUL"
-                          % (what, rel if isinstance(rel, str) and len(rel) < 200 else type(rel).__name__,
-                             sc.MAX_PATH_BYTES))
-    for part in rel.split("/")[1:]:
-        if part in (".", "..") or len(part.encode("utf-8", "surrogateescape")) > sc.MAX_NAME_BYTES:
-            raise PolicyError("%s=%r must not contain '.' or '..' or a component longer than %d bytes"
-                              % (what, rel[:200], sc.MAX_NAME_BYTES))
-    return rel
-
-
-def check_payload_kind(sidecar, prior_kind, pst):
-    kind = fs.kind_of(pst)
-    if kind != prior_kind:
-        raise sc.SidecarInvalid(sidecar, "prior_kind", "says %s but the payload is a %s" % (prior_kind, kind))
-
-
-def load_sidecar(dir_fd, name, tag=None):
-    """The checked sidecar `name` in dir_fd (a BackupSidecar), None when it does not exist; SidecarInvalid when
-    it is not a regular file, too large, unreadable or any field fails its check."""
-    try:
-        fd = fs.open_file_at(dir_fd, name)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return None
-        raise sc.SidecarInvalid(name, "(file)", "cannot be opened as a regular file (%s)"
-                                % errno.errorcode.get(e.errno, e.errno))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise sc.SidecarInvalid(name, "(file)", "is not a regular file")
-        if st.st_size > sc.MAX_SIDECAR_BYTES:
-            raise sc.SidecarInvalid(name, "(file)", "larger than %d bytes" % sc.MAX_SIDECAR_BYTES)
-        parts, total = [], 0
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except OSError as e:
-                raise sc.SidecarInvalid(name, "(file)", "cannot be read (%s)" % errno.errorcode.get(e.errno, e.errno))
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > sc.MAX_SIDECAR_BYTES:
-                raise sc.SidecarInvalid(name, "(file)", "larger than %d bytes" % sc.MAX_SIDECAR_BYTES)
-            parts.append(chunk)
-    finally:
-        os.close(fd)
-    return sc.parse_sidecar(b"".join(parts), name, tag)
 
 
 def content_key(st):
@@ -285,7 +61,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
             meta["size"] = fst.st_size
             if same_fs:
                 if (known_hash is not None and known_hash[1] and known_hash[0] == content_key(fst)
-                        and not fs.recently_changed(fst, inspected_ns)):
+                        and not swap.recently_changed(fst, inspected_ns)):
                     meta["payload_hash"] = known_hash[1]
                 else:
                     meta["payload_hash"] = fs.sha256_fd(fd)
@@ -302,7 +78,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
             # written while they were hashed or copied move mtime or size.
             expect = os.fstat(fd)
             if ((expect.st_size, expect.st_mtime_ns) != (fst.st_size, fst.st_mtime_ns)
-                    or (fs.recently_changed(expect) and fs.sha256_fd(fd) != meta["payload_hash"])):
+                    or (swap.recently_changed(expect) and fs.sha256_fd(fd) != meta["payload_hash"])):
                 fs.unlink_at(dir_fd, pname)
                 raise fs.EntryChanged(errno.EAGAIN, "%s was written while it was being backed up; nothing was "
                                                     "swapped, retry" % target.rel)
@@ -324,7 +100,7 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
     faults.kill_point("after_backup_payload")
     sname = sidecar_name(target.name, tag, ms)
     data = (json.dumps(meta, sort_keys=True, indent=1) + "\n").encode("utf-8")
-    fs.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600, batch=batch)
+    swap.write_file_replace_at(dir_fd, sname, data, run_id, durability, mode=0o600, batch=batch)
     faults.kill_point("after_sidecar")
     backup = Backup(dir_fd, ms, sname, meta)
     backup.expect = expect
@@ -357,7 +133,7 @@ def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id, batch
             digest, _size = fs.copy_hashed(src_fd, out)
             # The sidecar records what the backup directory's filesystem kept of the tier, so a
             # degraded copy is visible instead of silent (restore still applies the captured values).
-            meta["backup_preservation"] = _apply_meta(out, meta, policy.preservation_tier)
+            meta["backup_preservation"], _reasons = pres.apply_metadata(out, meta, policy.preservation_tier)
             if batch is None:
                 durability.fsync(out, "backup payload %s" % pname)
         finally:
@@ -370,10 +146,11 @@ def _copy_payload(src_fd, dir_fd, pname, meta, policy, durability, run_id, batch
 
 
 def verify_backup(backup, policy):
-    """Hash the payload and compare with the sidecar.  Returns (verified, actual_hash).
-    A mismatch never reports the payload's hash or bytes: only that it does not match."""
+    """Hash the payload and compare with the sidecar; RestoreFailedError when they differ (or, unless
+    best_effort_restore allows it, when the sidecar has no hash).  A mismatch never reports the payload's
+    hash or bytes: only that it does not match."""
     if backup.prior_kind != "file":
-        return True, None
+        return
     expected = backup.meta.get("payload_hash")
     try:
         actual = fs.sha256_at(backup.dir_fd, backup.payload)
@@ -384,11 +161,10 @@ def verify_backup(backup, policy):
         if policy.require_sidecar_integrity and not policy.best_effort_restore:
             raise RestoreFailedError("backup %s has no payload_hash in its sidecar; set policy.best_effort_restore: true "
                                      "to restore it unverified" % backup.payload)
-        return False, actual
+        return
     if actual != expected:
         raise RestoreFailedError("backup %s does not match its sidecar (field payload_hash); it was modified or is "
                                  "corrupt; the target was not touched" % (backup.payload,))
-    return True, actual
 
 
 def target_matches_backup(target, backup, tier):
@@ -431,16 +207,16 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
     try:
         if kind == "absent":
             if cur != "absent":
-                fs.remove_checked(target.parent_fd, target.name, st, run_id)
+                swap.remove_checked(target.parent_fd, target.name, st, run_id)
                 durability.fsync(target.parent_fd, "directory of %s" % target.rel)
         elif kind == "symlink":
-            fs.symlink_replace_at(target.parent_fd, target.name, backup.meta["prior_link_target"], run_id, durability,
-                                  expect=st)
+            swap.symlink_replace_at(target.parent_fd, target.name, backup.meta["prior_link_target"], run_id, durability,
+                                    expect=st)
             if consume:
                 fs.unlink_at(backup.dir_fd, backup.payload)
         elif consume and backup.meta.get("backup_method") == "hardlink":
             # The backup inode itself goes back, exchanged against the entry the caller inspected.
-            fs.replace_checked(target.parent_fd, backup.payload, target.name, st, src_dirfd=backup.dir_fd)
+            swap.replace_checked(target.parent_fd, backup.payload, target.name, st, src_dirfd=backup.dir_fd)
             faults.kill_point("after_rename")
             durability.fsync(target.parent_fd, "directory of %s" % target.rel)
             applied = dict((f, "applied") for f in pres.FIELDS_BY_TIER[policy.preservation_tier])
@@ -455,7 +231,7 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
             try:
                 try:
                     _copy_verified(src, out, backup, target.rel)
-                    applied = _apply_meta(out, backup.meta, policy.preservation_tier)
+                    applied, _reasons = pres.apply_metadata(out, backup.meta, policy.preservation_tier)
                     durability.fsync(out, "restored %s" % target.rel)
                 finally:
                     os.close(out)
@@ -465,7 +241,7 @@ def restore_backup(target, backup, policy, durability, run_id, consume=False):
                 raise
             try:
                 # The target must still be what the restore inspected: a file written there meanwhile stays.
-                fs.replace_checked(target.parent_fd, tmp, target.name, st)
+                swap.replace_checked(target.parent_fd, tmp, target.name, st)
             except fs.EntryChanged:
                 raise RestoreFailedError("%s changed while it was being restored (a concurrent writer?); the new "
                                          "content was left in place and the backup is kept" % target.rel, path=target.rel)
@@ -494,14 +270,6 @@ def _copy_verified(src, out, backup, rel):
     if fs.sha256_fd(out) != expected:
         raise RestoreFailedError("the restored copy of %s does not read back as the backup's bytes (a failing disk?); "
                                  "the target was not touched" % rel, path=rel)
-
-
-def _apply_meta(fd, meta, tier):
-    """Apply sidecar metadata; a v1 sidecar or a lower tier simply has fewer fields."""
-    status = pres.apply_metadata(fd, meta, tier)
-    if isinstance(status, tuple):
-        status = status[0]
-    return status
 
 
 def remove_backup(backup, durability):

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Metadata preservation tiers: capture, apply in a safe order, probe support. Private to this collection."""
+"""Metadata preservation tiers: capture from a file, apply in a safe order and verify on a restored one. Private to this collection."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,11 +12,12 @@ import binascii
 import errno
 import os
 import stat
-import struct
+
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.xattr import get_backend
 
 TIERS = ("basic", "extended", "full")
 
-# Field names as they appear in ``preservation_applied`` and in the probe result.
+# Field names as they appear in ``preservation_applied`` and in the capability probe's result.
 FIELDS_BY_TIER = {
     "basic": ("mode",),
     "extended": ("mode", "uid", "gid", "atime", "mtime"),
@@ -24,7 +25,7 @@ FIELDS_BY_TIER = {
 }
 
 APPLIED = "applied"
-# SPEC section 7 spells it so; the report schema accepts nothing else.
+# The report schema spells it so and accepts nothing else.
 UNSUPPORTED = "skipped-unsupported"
 FAILED = "failed"
 
@@ -42,126 +43,12 @@ _OWNED_XATTR_PREFIXES = ("user.", "trusted.")
 _OWNED_XATTR_NAMES = ("security.capability", "system.posix_acl_access", "system.posix_acl_default")
 
 _NS = 10 ** 9
-_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID
-
-# Probe keys for the full tier besides the "xattrs" summary, one per namespace that is
-# checked on its own (each needs a different privilege).
-XATTR_PROBE_KEYS = (
-    "xattrs.user",
-    "xattrs.trusted",
-    "xattrs.security.capability",
-    "xattrs.security.selinux",
-    "xattrs.system.posix_acl_access",
-)
-
-_PROBE_NAME_PREFIX = ".switchyard-probe."
-_PROBE_TIMES_NS = (1234567890123456789, 1234567891987654321)  # (atime, mtime): odd nanoseconds on purpose
-_CAP_NET_RAW = 13
-# struct vfs_cap_data, revision 2, effective flag set, permitted = cap_net_raw.
-_PROBE_CAPABILITY = struct.pack("<IIIII", 0x02000000 | 0x1, 1 << _CAP_NET_RAW, 0, 0, 0)
-_ACL_XATTR_VERSION = 2
-_ACL_UNDEFINED_ID = 0xFFFFFFFF
-_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
-
-
-# --------------------------------------------------------------------------- xattr backends
-
-class XattrBackend:
-    """One interface over the fd-based xattr calls; names are always ``str``, values ``bytes``.
-
-    Errors are ``OSError`` with the kernel's errno, whichever implementation runs.
-    """
-
-    name = None
-
-    def list(self, fd):
-        raise NotImplementedError
-
-    def get(self, fd, name):
-        raise NotImplementedError
-
-    def set(self, fd, name, value):
-        raise NotImplementedError
-
-    def remove(self, fd, name):
-        raise NotImplementedError
-
-
-class OsXattrBackend(XattrBackend):
-    """The standard library calls (Linux): os.listxattr and friends accept an fd."""
-
-    name = "os"
-
-    def list(self, fd):
-        return sorted(os.listxattr(fd))
-
-    def get(self, fd, name):
-        return os.getxattr(fd, name)
-
-    def set(self, fd, name, value):
-        os.setxattr(fd, name, value)
-
-    def remove(self, fd, name):
-        os.removexattr(fd, name)
-
-
-def _import_pyxattr():
-    """The pyxattr module, or None; a different package also installs as ``xattr``."""
-    try:
-        import xattr
-    except ImportError:
-        return None
-    if all(callable(getattr(xattr, attr, None)) for attr in ("list", "get", "set", "remove")):
-        return xattr
-    return None
-
-
-class PyxattrBackend(XattrBackend):
-    """pyxattr (``import xattr``); it returns names as bytes, normalised here to str."""
-
-    name = "pyxattr"
-
-    def __init__(self):
-        self._mod = _import_pyxattr()
-        if self._mod is None:
-            raise ValueError("xattr backend 'pyxattr' requested but the pyxattr module is not importable")
-
-    def list(self, fd):
-        return sorted(os.fsdecode(n) for n in self._mod.list(fd))
-
-    def get(self, fd, name):
-        return self._mod.get(fd, os.fsencode(name))
-
-    def set(self, fd, name, value):
-        self._mod.set(fd, os.fsencode(name), value)
-
-    def remove(self, fd, name):
-        self._mod.remove(fd, os.fsencode(name))
-
-
-def default_backend():
-    """pyxattr when importable, else the standard library."""
-    if _import_pyxattr() is not None:
-        return PyxattrBackend()
-    return OsXattrBackend()
-
-
-def get_backend(backend=None):
-    """None -> default_backend(); "os" / "pyxattr" force one; an XattrBackend is used as is."""
-    if backend is None:
-        return default_backend()
-    if isinstance(backend, XattrBackend):
-        return backend
-    if backend == "os":
-        return OsXattrBackend()
-    if backend == "pyxattr":
-        return PyxattrBackend()
-    raise ValueError("unknown xattr backend %r (expected 'os' or 'pyxattr')" % (backend,))
 
 
 # --------------------------------------------------------------------------- helpers
 
-def _check_tier(tier):
+def fields_of_tier(tier):
+    """The fields a tier preserves; ValueError naming the tiers for an unknown one."""
     if tier not in FIELDS_BY_TIER:
         raise ValueError("unknown preservation tier %r (expected one of %s)" % (tier, ", ".join(TIERS)))
     return FIELDS_BY_TIER[tier]
@@ -171,7 +58,7 @@ def _errno_name(exc):
     return errno.errorcode.get(exc.errno, str(exc.errno))
 
 
-def _describe(exc):
+def describe_oserror(exc):
     return "%s: %s" % (_errno_name(exc), exc.strerror or exc)
 
 
@@ -216,7 +103,7 @@ def capture_metadata(st, fd, tier, backend=None):
     Raises ValueError when ``fd`` is not the file ``st`` describes, OSError when an
     attribute the file has cannot be read (a backup that silently lost it would be worse).
     """
-    fields = _check_tier(tier)
+    fields = fields_of_tier(tier)
     if fd is not None:
         fst = os.fstat(fd)
         if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
@@ -277,7 +164,7 @@ def apply_metadata(fd, meta, tier, backend=None):
     "skipped-unsupported" = no privilege or no filesystem support (or the sidecar lacks the field);
     "failed" = an unexpected error or a malformed sidecar value. Never raises for either.
     """
-    fields = _check_tier(tier)
+    fields = fields_of_tier(tier)
     out = _Outcome()
     if not isinstance(meta, dict):
         for field in fields:
@@ -309,7 +196,7 @@ def _apply_owner(fd, meta, out):
         try:
             os.fchown(fd, ids[0], ids[1])
         except OSError as exc:
-            out.set(field, _classify(exc, UNSUPPORTED_OWNER_ERRNOS), "fchown to %s %d: %s" % (field, value, _describe(exc)))
+            out.set(field, _classify(exc, UNSUPPORTED_OWNER_ERRNOS), "fchown to %s %d: %s" % (field, value, describe_oserror(exc)))
         else:
             out.ok(field)
 
@@ -345,7 +232,7 @@ def _apply_mode(fd, meta, out):
     try:
         os.fchmod(fd, mode)
     except OSError as exc:
-        out.set("mode", _classify(exc), "fchmod %04o: %s" % (mode, _describe(exc)))
+        out.set("mode", _classify(exc), "fchmod %04o: %s" % (mode, describe_oserror(exc)))
         return
     if withheld:
         out.set("mode", UNSUPPORTED, withheld)
@@ -383,19 +270,19 @@ def _apply_xattrs(fd, meta, xb, out):
     except OSError as exc:
         present = []
         if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            per_name["(list)"] = (FAILED, "listing xattrs: %s" % _describe(exc))
+            per_name["(list)"] = (FAILED, "listing xattrs: %s" % describe_oserror(exc))
     for name in present:
         if name not in wanted and _is_owned_xattr(name):
             try:
                 xb.remove(fd, name)
             except OSError as exc:
                 if exc.errno != errno.ENODATA:
-                    per_name[name] = (_classify(exc), "removing stray %s: %s" % (name, _describe(exc)))
+                    per_name[name] = (_classify(exc), "removing stray %s: %s" % (name, describe_oserror(exc)))
     for name in sorted(wanted):
         try:
             xb.set(fd, name, wanted[name])
         except OSError as exc:
-            per_name[name] = (_classify(exc), "%s: %s" % (name, _describe(exc)))
+            per_name[name] = (_classify(exc), "%s: %s" % (name, describe_oserror(exc)))
     statuses = set(s for s, _unused in per_name.values())
     if not statuses:
         out.ok("xattrs")
@@ -435,7 +322,7 @@ def _apply_times(fd, meta, out):
         os.utime(fd, ns=times)
     except OSError as exc:
         for which in wanted:
-            out.set(which, _classify(exc), "utime: %s" % _describe(exc))
+            out.set(which, _classify(exc), "utime: %s" % describe_oserror(exc))
         return
     for which in wanted:
         out.ok(which)
@@ -456,142 +343,3 @@ def _verify(fd, meta, fields, out):
     for field, actual, wanted, fmt in checks:
         if actual != wanted:
             out.set(field, UNSUPPORTED, ("the kernel kept " + fmt + ", wanted " + fmt) % (actual, wanted))
-
-
-# --------------------------------------------------------------------------- probe
-
-def probe_capabilities(dirfd, tier, backend=None):
-    """Can this process on this filesystem preserve each field of ``tier``? Ask the kernel.
-
-    Creates a uniquely named probe file in ``dirfd``, exercises each field on it and removes
-    it (also on error). Returns ``{key: {"supported": bool, "reason": str}}`` with a key per
-    field of the tier; the full tier adds one key per xattr namespace (XATTR_PROBE_KEYS),
-    and "xattrs" is supported only when all of them are.
-    """
-    fields = _check_tier(tier)
-    xb = get_backend(backend) if "xattrs" in fields else None
-    name = "%s%d.%s" % (_PROBE_NAME_PREFIX, os.getpid(), binascii.hexlify(os.urandom(8)).decode("ascii"))
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(name, flags, 0o600, dir_fd=dirfd)
-    except OSError as exc:
-        reason = "cannot create a probe file: %s" % _describe(exc)
-        keys = list(fields) + (list(XATTR_PROBE_KEYS) if xb else [])
-        return {k: {"supported": False, "reason": reason} for k in keys}
-    try:
-        result = {}
-        result["mode"] = _probe_mode(fd, dirfd)
-        if "uid" in fields:
-            result["uid"], result["gid"] = _probe_owner(fd)
-            result["atime"], result["mtime"] = _probe_times(fd)
-        if xb is not None:
-            result.update(_probe_xattrs(fd, xb))
-            missing = [k for k in XATTR_PROBE_KEYS if not result[k]["supported"]]
-            result["xattrs"] = {
-                "supported": not missing,
-                "reason": ("not supported: " + ", ".join(missing)) if missing else "every namespace can be set",
-            }
-        return result
-    finally:
-        os.close(fd)
-        os.unlink(name, dir_fd=dirfd)
-
-
-def _yes(reason):
-    return {"supported": True, "reason": reason}
-
-
-def _no(reason):
-    return {"supported": False, "reason": reason}
-
-
-def _probe_mode(fd, dirfd):
-    wanted = 0o6750 | stat.S_ISVTX
-    try:
-        os.fchmod(fd, wanted)
-    except OSError as exc:
-        return _no("fchmod: %s" % _describe(exc))
-    got = stat.S_IMODE(os.fstat(fd).st_mode)
-    if got != wanted:
-        return _no("fchmod %04o kept %04o (setgid is dropped when the caller is not in the file's group)" % (wanted, got))
-    reason = "setuid/setgid/sticky bits are stored"
-    if os.fstatvfs(dirfd).f_flag & getattr(os, "ST_NOSUID", 2):
-        reason += "; the mount is nosuid, so setuid/setgid have no effect at exec"
-    return _yes(reason)
-
-
-def _other_id(current):
-    return 1 if current != 1 else 2
-
-
-def _probe_owner(fd):
-    results = []
-    for index, field in enumerate(("uid", "gid")):
-        st = os.fstat(fd)
-        other = _other_id((st.st_uid, st.st_gid)[index])
-        ids = [-1, -1]
-        ids[index] = other
-        try:
-            os.fchown(fd, ids[0], ids[1])
-        except OSError as exc:
-            results.append(_no("fchown to %s %d: %s" % (field, other, _describe(exc))))
-            continue
-        got = (os.fstat(fd).st_uid, os.fstat(fd).st_gid)[index]
-        if got != other:
-            results.append(_no("fchown to %s %d kept %d" % (field, other, got)))
-        else:
-            results.append(_yes("fchown to another %s works" % field))
-    return results[0], results[1]
-
-
-def _probe_times(fd):
-    try:
-        os.utime(fd, ns=_PROBE_TIMES_NS)
-    except OSError as exc:
-        reason = "utime: %s" % _describe(exc)
-        return _no(reason), _no(reason)
-    st = os.fstat(fd)
-    results = []
-    for wanted, got in zip(_PROBE_TIMES_NS, (st.st_atime_ns, st.st_mtime_ns)):
-        if got == wanted:
-            results.append(_yes("nanosecond timestamps are stored"))
-        else:
-            results.append(_no("utime %d ns stored as %d ns (coarser timestamp granularity)" % (wanted, got)))
-    return results[0], results[1]
-
-
-def _probe_acl():
-    """A valid system.posix_acl_access value with one named-user entry (this uid, always mapped)."""
-    entries = (
-        (_ACL_USER_OBJ, 6, _ACL_UNDEFINED_ID),
-        (_ACL_USER, 4, os.geteuid()),
-        (_ACL_GROUP_OBJ, 4, _ACL_UNDEFINED_ID),
-        (_ACL_MASK, 4, _ACL_UNDEFINED_ID),
-        (_ACL_OTHER, 0, _ACL_UNDEFINED_ID),
-    )
-    return struct.pack("<I", _ACL_XATTR_VERSION) + b"".join(struct.pack("<HHI", *e) for e in entries)
-
-
-def _probe_xattrs(fd, xb):
-    try:
-        label = xb.get(fd, "security.selinux")
-    except OSError:
-        label = None
-    attempts = (
-        ("xattrs.user", "user.switchyard_probe", b"1"),
-        ("xattrs.trusted", "trusted.switchyard_probe", b"1"),
-        ("xattrs.security.capability", "security.capability", _PROBE_CAPABILITY),
-        # The label the kernel gave the file is valid under any loaded policy; without an
-        # LSM the attribute is stored as plain bytes.
-        ("xattrs.security.selinux", "security.selinux", label or b"system_u:object_r:bin_t:s0"),
-        ("xattrs.system.posix_acl_access", "system.posix_acl_access", _probe_acl()),
-    )
-    results = {}
-    for key, name, value in attempts:
-        try:
-            xb.set(fd, name, value)
-        except OSError as exc:
-            results[key] = _no("setting %s: %s" % (name, _describe(exc)))
-        else:
-            results[key] = _yes("%s can be set (%s backend)" % (name, xb.name))
-    return results

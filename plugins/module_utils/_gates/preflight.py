@@ -19,6 +19,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as 
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import preservation as ppres
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.backup import verify_backup
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError, SwitchyardError
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import MAX_SYMLINK_HOPS, components, open_dir_beneath
@@ -83,7 +84,7 @@ class PreflightContext(object):
         st = os.fstat(dir_fd)
         key = (st.st_dev, st.st_ino)
         if key not in self._pres:
-            self._pres[key] = pres.probe_capabilities(dir_fd, self.policy.preservation_tier)
+            self._pres[key] = ppres.probe_capabilities(dir_fd, self.policy.preservation_tier)
         return self._pres[key]
 
 

@@ -10,6 +10,8 @@ import traceback
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import swap
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import durable
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
@@ -149,7 +151,7 @@ def _commit(run, plan, outs, todo, checks, base):
             return _apply_report(run, outs, base, err, [], False), err, run.rep.warnings
         faults.kill_point("after_journal")
         done, err, failed = [], None, None
-        batch = fs.DurableBatch(run.durability)
+        batch = durable.DurableBatch(run.durability)
         try:
             # Group commit, phase 1: every backup and sidecar, then all of them durable together (one syncfs
             # per filesystem, one fsync per backup directory) and a journal record saying so.
@@ -247,7 +249,7 @@ def _classify(e, o):
         return e
     where = o.link["target"] if o is not None else None
     prefix = ("%s: " % where) if where else ""
-    if isinstance(e, fs.FsyncFailed):
+    if isinstance(e, durable.FsyncFailed):
         return AtomicSwapError("%s%s (policy.require_backup_durability is true)" % (prefix, e.strerror), path=where)
     if isinstance(e, fs.EntryChanged):
         return AtomicSwapError("%s%s" % (prefix, e.strerror), path=where)
@@ -275,7 +277,7 @@ def _back_up(run, o, bdir, batch):
 
 def _swap(run, o, batch):
     """Phase 2 for one action: exchange the new link with the backed-up entry (its directory synced by batch)."""
-    swapped = fs.symlink_replace_at(o.target.parent_fd, o.target.name, o.link["source"], run.run_id,
+    swapped = swap.symlink_replace_at(o.target.parent_fd, o.target.name, o.link["source"], run.run_id,
                                     run.durability, expect=o.backup.expect, batch=batch,
                                     expect_hash=o.backup.meta.get("payload_hash"))
     o.swap_method = swapped.method

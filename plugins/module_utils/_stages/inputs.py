@@ -8,12 +8,12 @@ from __future__ import absolute_import, division, print_function
 import os
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action, Plan
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import (
-    NAME_MAX, normalize_root, relative_to_root, resolve_beneath, side_path)
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import NAME_MAX, normalize_root, relative_to_root, resolve_beneath
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.sidepath import side_path
 
 
 SIDE_KINDS = ("restore", "prune")
@@ -37,7 +37,7 @@ class Settings(object):
                                     outside)
         self.state_rel = self.state_side.rel
         self.backup_tag = backup_tag
-        bk.BackupStore(None, None, backup_tag)  # validates the tag
+        bks.BackupStore(None, None, backup_tag)  # validates the tag
         self.audit_log = audit_log
         self.audit_side = side_path(self.root, audit_log, "audit_log", outside) if audit_log else None
         self.check_mode = check_mode
@@ -74,7 +74,7 @@ def _check_backup_name_budget(settings, rel, option, given):
     """The longest name a run derives from a target (the temp name of its sidecar) must fit in one component:
     a name that cannot work is refused here, not discovered halfway through an apply."""
     name = rel.rsplit("/", 1)[-1]
-    longest = fs.temp_name(bk.sidecar_name(name, settings.backup_tag, 10 ** 14), "0" * 36)
+    longest = fs.temp_name(bks.sidecar_name(name, settings.backup_tag, 10 ** 14), "0" * 36)
     if len(os.fsencode(longest)) > NAME_MAX:
         raise PolicyError("%s=%r: its backup and temp names would be %d bytes, over the %d-byte limit of a file name; "
                           "use a shorter backup_tag (now %r) or a shorter file name"

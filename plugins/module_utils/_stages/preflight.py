@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 import os
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import ERROR_CLASSES, PolicyError
@@ -156,7 +157,7 @@ def restore_row(run, action, which):
         row.data["current_kind"] = fs.kind_of(st)
         pf.path_policy_gate(row, run.policy, action.target, target.real_rel)
         bdir = run.store.dir_for(target, create=False)
-        scan = run.store.scan(target, bdir) if bdir is not None else bk.Scan()
+        scan = run.store.scan(target, bdir) if bdir is not None else bks.Scan()
         backups = scan.usable
         try:
             for r in scan.rejected:

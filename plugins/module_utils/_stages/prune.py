@@ -9,6 +9,7 @@ import os
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import AtomicSwapError, PolicyError, SwitchyardError
 from ansible_collections.switchyard.fs.plugins.module_utils._plan import Action, Plan
@@ -86,7 +87,7 @@ def _prune_run(run, rels, count, age, chosen, results):
         target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
         chosen.append((target, None, None, ()))
         bdir = run.store.dir_for(target, create=False)
-        scan = run.store.scan(target, bdir) if bdir is not None else bk.Scan()
+        scan = run.store.scan(target, bdir) if bdir is not None else bks.Scan()
         backups = scan.usable
         keep, original = _retained(backups, count, age, now, run.policy.prune_keep_original)
         doomed = [b for b in backups if b not in keep]

@@ -10,6 +10,9 @@ import stat
 from functools import partial
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal_check as jcheck
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
@@ -29,7 +32,7 @@ def recover(run):
     if jdir is None:
         return
     try:
-        _act(run, [partial(jr.remove_dead_temps, jdir)])
+        _act(run, [partial(fs.remove_dead_temps, jdir)])
         retired = 0
         for name, begin, later in jr.list_journals(jdir):
             if jr.final_state(later) is not None:
@@ -48,8 +51,8 @@ def recover(run):
                     continue
                 try:
                     # Untrusted like option input: nothing of a bad record is used, least of all as a path.
-                    jr.check_begin(name, begin, kinds=("apply",) + SIDE_KINDS)
-                except jr.JournalInvalid as e:
+                    jcheck.check_begin(name, begin, kinds=("apply",) + SIDE_KINDS)
+                except jcheck.JournalInvalid as e:
                     pid, rid = _journal_ids(name, begin)
                     result = {"ok": False, "plan_id": pid, "run_id": rid, "paths": [], "dry_run": run.check_mode,
                               "msg": "could not roll back plan %s: %s; nothing was undone from it. Inspect the "
@@ -111,20 +114,20 @@ def _recover_one(run, begin):
     paths, errors = [], []
     rid, tag = begin["run_id"], begin["tag"]
     # Backups live where the interrupted run put them, whatever this run's policy.backup_dir says.
-    store = bk.BackupStore(run.root_fd, begin.get("backup_dir_rel", run.s.backup_dir_rel), tag)
+    store = bks.BackupStore(run.root_fd, begin.get("backup_dir_rel", run.s.backup_dir_rel), tag)
     for act in reversed(begin.get("actions", [])):
         target = _journal_target(run, act, errors)
         if target is None:
             continue
         try:
-            _act(run, [partial(_remove_temps, target.parent_fd, target.name, rid)])
+            _act(run, [partial(fs.remove_dead_temps, target.parent_fd, target.name, run_id=rid)])
             bdir = store.dir_for(target, create=False)
             if bdir is None:
                 continue
             try:
-                _act(run, [partial(_remove_temps, bdir, name, rid)
-                           for name in (bk.payload_name(target.name, tag, act["backup_ms"]),
-                                        bk.sidecar_name(target.name, tag, act["backup_ms"]))])
+                _act(run, [partial(fs.remove_dead_temps, bdir, name, run_id=rid)
+                           for name in (bks.payload_name(target.name, tag, act["backup_ms"]),
+                                        bks.sidecar_name(target.name, tag, act["backup_ms"]))])
                 changed, undo = _undo_action(run, target, bdir, act, tag)
                 _act(run, [undo])
             finally:
@@ -157,19 +160,19 @@ def _recover_side(run, begin):
             continue
         try:
             if kind == "restore":
-                if _remove_temps(target.parent_fd, target.name, rid, dry_run=True):
+                if fs.remove_dead_temps(target.parent_fd, target.name, run_id=rid, dry_run=True):
                     paths.append(act["target"])
-                    _act(run, [partial(_remove_temps, target.parent_fd, target.name, rid)])
+                    _act(run, [partial(fs.remove_dead_temps, target.parent_fd, target.name, run_id=rid)])
                 continue
             ms = act["backup_ms"]
             if isinstance(ms, bool) or not isinstance(ms, int):
                 raise PolicyError("journal backup_ms %r is not an integer" % (ms,))
-            store = bk.BackupStore(run.root_fd, begin.get("backup_dir_rel", run.s.backup_dir_rel), tag)
+            store = bks.BackupStore(run.root_fd, begin.get("backup_dir_rel", run.s.backup_dir_rel), tag)
             bdir = store.dir_for(target, create=False)
             if bdir is None:
                 continue
             try:
-                names = [bk.sidecar_name(target.name, tag, ms), bk.payload_name(target.name, tag, ms)]
+                names = [bks.sidecar_name(target.name, tag, ms), bks.payload_name(target.name, tag, ms)]
                 left = [n for n in names if fs.lstat_at(bdir, n) is not None]
                 if left:
                     paths.append(act["target"])
@@ -197,17 +200,17 @@ def _unlink_all(run, bdir, names, path):
 def _undo_action(run, target, bdir, act, tag):
     """Decide how to undo one journaled action from what the filesystem shows: (True when the target changes
     back, the deed that does it).  Raises when the target was swapped but its backup cannot bring it back."""
-    sname = bk.sidecar_name(target.name, tag, act["backup_ms"])
-    pname = bk.payload_name(target.name, tag, act["backup_ms"])
+    sname = bks.sidecar_name(target.name, tag, act["backup_ms"])
+    pname = bks.payload_name(target.name, tag, act["backup_ms"])
     bad = None
     try:
-        parsed = bk.load_sidecar(bdir, sname, tag)
+        parsed = bks.load_sidecar(bdir, sname, tag)
         meta = parsed.meta if parsed is not None else None
         if meta is not None and meta["prior_kind"] != "absent":
             pst = fs.lstat_at(bdir, pname)
             if pst is not None:
-                bk.check_payload_kind(sname, meta["prior_kind"], pst)
-    except bk.sc.SidecarInvalid as e:
+                bks.check_payload_kind(sname, meta["prior_kind"], pst)
+    except sc.SidecarInvalid as e:
         meta, bad = None, e
     st = target.lstat()
     swapped = fs.kind_of(st) == "symlink" and fs.readlink_at(target.parent_fd, target.name) == act["link_text"]
@@ -220,7 +223,7 @@ def _undo_action(run, target, bdir, act, tag):
     if meta is None:
         raise RestoreFailedError("%s was swapped but its backup %s has no complete sidecar; left as is"
                                  % (act["target"], pname), path=act["target"])
-    return True, partial(_put_back, run, target, bk.Backup(bdir, act["backup_ms"], sname, meta))
+    return True, partial(_put_back, run, target, bks.Backup(bdir, act["backup_ms"], sname, meta))
 
 
 def _put_back(run, target, backup):
@@ -236,8 +239,8 @@ def _drop_duplicate_backup(run, target, bdir, ms, sname, pname, meta, bad):
             fs.unlink_at(bdir, pname)  # payload without sidecar (or with an unusable one): a duplicate
             if bad is not None:
                 fs.unlink_at(bdir, sname)
-    elif bk.target_matches_backup(target, bk.Backup(bdir, ms, sname, meta), run.policy.preservation_tier):
-        bk.remove_backup(bk.Backup(bdir, ms, sname, meta), run.durability)
+    elif bk.target_matches_backup(target, bks.Backup(bdir, ms, sname, meta), run.policy.preservation_tier):
+        bk.remove_backup(bks.Backup(bdir, ms, sname, meta), run.durability)
 
 
 def recovery_changed(run):
@@ -256,7 +259,7 @@ def _journal_ids(name, begin):
     stem = name[:-len(jr.JOURNAL_SUFFIX)] if name.endswith(jr.JOURNAL_SUFFIX) else ""
 
     def ok(value):
-        return isinstance(value, str) and jr._UUID_RE.match(value) is not None
+        return isinstance(value, str) and jcheck.UUID_RE.match(value) is not None
     rid = begin.get("run_id") if ok(begin.get("run_id")) else (stem if ok(stem) else _NIL_UUID)
     pid = begin.get("plan_id") if ok(begin.get("plan_id")) else _NIL_UUID
     return pid, rid
@@ -274,15 +277,3 @@ def _same_entry(target, bdir, pname):
     if stat.S_ISLNK(tst.st_mode) and stat.S_ISLNK(pst.st_mode):
         return fs.readlink_at(target.parent_fd, target.name) == fs.readlink_at(bdir, pname)
     return False
-
-
-def _remove_temps(dir_fd, name, run_id, dry_run=False):
-    """Remove (or with dry_run only list) the temps run_id left for `name`; returns their names."""
-    prefix = ".%s%s%s." % (name, fs.TEMP_MARKER, run_id[:8])
-    found = []
-    for entry in os.listdir(dir_fd):
-        if entry.startswith(prefix):
-            found.append(entry)
-            if not dry_run:
-                fs.unlink_at(dir_fd, entry)
-    return found

@@ -9,6 +9,8 @@ import os
 import uuid
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal_check as jcheck
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
 from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
@@ -37,8 +39,8 @@ def _plan_backups(run, plan_id):
                 if not isinstance(begin, dict) or begin.get("plan_id") != plan_id or begin.get("kind") != "apply":
                     continue
                 try:
-                    jr.check_begin(name, begin)
-                except jr.JournalInvalid as e:
+                    jcheck.check_begin(name, begin)
+                except jcheck.JournalInvalid as e:
                     raise RestoreFailedError("%s; nothing was restored from it. Restore by targets instead" % e)
                 for a in begin["actions"]:
                     if a["target"] not in newest or a["backup_ms"] > newest[a["target"]][1]:
@@ -121,8 +123,8 @@ def _restore_run(run, plan, which, prepared, results, rows):
         target = resolve_beneath(settings.root, os.path.join(settings.root, rel.lstrip("/")), "targets", run.root_fd)
         bdir = run.store.dir_for(target, create=False)
         prepared.append((target, bdir))
-        store = bk.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
-        scan = store.scan(target, bdir) if bdir is not None else bk.Scan()
+        store = bks.BackupStore(run.root_fd, settings.backup_dir_rel, tag)
+        scan = store.scan(target, bdir) if bdir is not None else bks.Scan()
         backups = scan.usable
         if ms is not None:
             for r in scan.rejected:  # (a restore by targets reported them in its preflight rows)

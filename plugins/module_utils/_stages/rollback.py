@@ -6,19 +6,19 @@
 from __future__ import absolute_import, division, print_function
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import RestoreFailedError
-from ansible_collections.switchyard.fs.plugins.module_utils._stages.recovery import _remove_temps
 
 
 def _discard_partial_backup(run, o, bdir):
     """Remove what create_backup left when it failed: names reserved for this run (backup_ms) and temps."""
     tag = run.s.backup_tag
-    _remove_temps(o.target.parent_fd, o.target.name, run.run_id)
-    _remove_temps(bdir, bk.payload_name(o.target.name, tag, o.backup_ms), run.run_id)
-    _remove_temps(bdir, bk.sidecar_name(o.target.name, tag, o.backup_ms), run.run_id)
-    fs.unlink_at(bdir, bk.sidecar_name(o.target.name, tag, o.backup_ms))
-    fs.unlink_at(bdir, bk.payload_name(o.target.name, tag, o.backup_ms))
+    fs.remove_dead_temps(o.target.parent_fd, o.target.name, run_id=run.run_id)
+    fs.remove_dead_temps(bdir, bks.payload_name(o.target.name, tag, o.backup_ms), run_id=run.run_id)
+    fs.remove_dead_temps(bdir, bks.sidecar_name(o.target.name, tag, o.backup_ms), run_id=run.run_id)
+    fs.unlink_at(bdir, bks.sidecar_name(o.target.name, tag, o.backup_ms))
+    fs.unlink_at(bdir, bks.payload_name(o.target.name, tag, o.backup_ms))
     run.durability.fsync(bdir, "backup directory of %s" % o.link["target"])
 
 

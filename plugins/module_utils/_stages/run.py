@@ -12,7 +12,8 @@ import uuid
 
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
-from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import durable
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import AtomicSwapError, LockingError, PolicyError
@@ -20,8 +21,8 @@ from ansible_collections.switchyard.fs.plugins.module_utils._fs.lock import (
     LockUnavailableError, acquire_lock, lock_dir_error)
 from ansible_collections.switchyard.fs.plugins.module_utils._report.reporter import Reporter
 from ansible_collections.switchyard.fs.plugins.module_utils._report.stage_events import BY_STAGE
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import (
-    open_anchor, open_dir_beneath, open_root, open_side_file)
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_dir_beneath, open_root
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.sidepath import open_anchor, open_side_file
 
 
 def now_ms():
@@ -42,11 +43,11 @@ class Run(object):
         self.check_mode = bool(check_mode)
         self.run_id = str(uuid.uuid4())
         self.root_fd = open_root(settings.root)
-        self.durability = fs.Durability(self.policy.require_backup_durability)
+        self.durability = durable.Durability(self.policy.require_backup_durability)
         self.rep = Reporter(stage, plan_id, self.run_id, self.check_mode, settings.audit_log,
                             audit_open=self._open_audit_log)
         self.events = BY_STAGE[stage](self.rep)
-        self.store = bk.BackupStore(self.root_fd, settings.backup_dir_rel, settings.backup_tag)
+        self.store = bks.BackupStore(self.root_fd, settings.backup_dir_rel, settings.backup_tag)
         self.lock = None
         self.lock_facts = {"lock_backend": "none", "lock_wait_ms": 0.0, "lock_attempts": 0}
         self.recovery = []

@@ -125,7 +125,8 @@ def test_preflight_changes_nothing_even_outside_check_mode(tmp_path):
 def test_backup_rehashes_when_the_file_changed_after_it_was_first_read(tmp_path):
     """The apply's earlier hash is reused only while (inode, size, mtime, ctime) prove the bytes unchanged."""
     from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
-    from ansible_collections.switchyard.fs.plugins.module_utils._fs.atoms import Durability, sha256_at
+    from ansible_collections.switchyard.fs.plugins.module_utils._fs.atoms import sha256_at
+    from ansible_collections.switchyard.fs.plugins.module_utils._fs.durable import Durability
     from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy
     from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import resolve_beneath
     sb = make_sandbox(tmp_path, synthetic=1)

@@ -15,7 +15,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 from sandbox import make_sandbox, sha256  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import durable  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import swap  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import smoke as _smoke  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import resolve_policy  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import resolve_beneath  # noqa: E402
@@ -114,7 +117,7 @@ def test_backup_names_are_reserved_for_the_whole_plan(tmp_path):
     sb = make_sandbox(tmp_path, synthetic=1)
     target = resolve_beneath(sb.root, sb.p("/usr/bin/f000"))
     try:
-        store = bk.BackupStore(None, None, "switchyard")
+        store = bks.BackupStore(None, None, "switchyard")
         reserved = set()
         first = store.next_ms(target, target.parent_fd, 1000, reserved)
         second = store.next_ms(target, target.parent_fd, 1000, reserved)
@@ -217,7 +220,7 @@ def test_exchange_swaps_back_when_the_target_was_replaced_after_the_backup(tmp_p
         (d / "new").write_bytes(b"upgraded by the package manager")
         os.rename(str(d / "new"), str(d / "t"))  # what dpkg does
         with pytest.raises(fs.EntryChanged):
-            fs.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, fs.Durability(True), expect=inspected)
+            swap.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, durable.Durability(True), expect=inspected)
     finally:
         os.close(fd)
     assert (d / "t").read_bytes() == b"upgraded by the package manager"
@@ -235,7 +238,7 @@ def test_exchange_swaps_back_when_the_target_was_written_in_place(tmp_path):
         with open(str(d / "t"), "ab") as f:
             f.write(b" and more")
         with pytest.raises(fs.EntryChanged):
-            fs.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, fs.Durability(True), expect=inspected)
+            swap.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, durable.Durability(True), expect=inspected)
     finally:
         os.close(fd)
     assert (d / "t").read_bytes() == b"original and more"
@@ -248,7 +251,7 @@ def test_an_absent_target_that_appears_is_never_overwritten(tmp_path):
     try:
         (d / "t").write_bytes(b"appeared")
         with pytest.raises(OSError) as e:
-            fs.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, fs.Durability(True), expect=None)
+            swap.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, durable.Durability(True), expect=None)
         assert e.value.errno == errno.EEXIST
     finally:
         os.close(fd)
@@ -322,15 +325,15 @@ def test_restore_refuses_a_payload_rewritten_after_it_was_verified(tmp_path):
     root_fd = os.open(sb.root, os.O_RDONLY | os.O_DIRECTORY)
     bdir = None
     try:
-        store = bk.BackupStore(root_fd, "/var/backups/sy", "switchyard")
+        store = bks.BackupStore(root_fd, "/var/backups/sy", "switchyard")
         bdir = store.dir_for(target, create=False)
-        b = store.list(target, bdir)[0]
+        b = store.scan(target, bdir).usable[0]
         bk.verify_backup(b, pol)
         with open(sb.p("/var/backups/sy/usr/bin/" + b.payload), "r+b") as f:  # rewritten in place after verify
             f.write(b"#!/bin/sh\necho pwned\n")
         before = os.readlink(p)
         with pytest.raises(bk.RestoreFailedError):
-            bk.restore_backup(target, b, pol, fs.Durability(True), "0" * 36)
+            bk.restore_backup(target, b, pol, durable.Durability(True), "0" * 36)
         assert os.readlink(p) == before
         assert not [n for n in os.listdir(sb.p("/usr/bin")) if fs.TEMP_MARKER in n]
     finally:
@@ -389,7 +392,7 @@ def test_exchange_detects_a_same_size_write_within_one_timestamp_tick(tmp_path):
             f.write(b"version 2")
         os.utime(str(d / "t"), ns=(inspected.st_atime_ns, inspected.st_mtime_ns))  # same tick, same size
         with pytest.raises(fs.EntryChanged):
-            fs.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, fs.Durability(True), expect=inspected,
+            swap.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, durable.Durability(True), expect=inspected,
                                   expect_hash=digest)
     finally:
         os.close(fd)
@@ -403,13 +406,13 @@ def test_restore_never_replaces_a_regular_file_that_appeared_after_the_caller_lo
     ok(apply(Settings(root=sb.root), [sb.link("f000")]))
     target = resolve_beneath(sb.root, p)
     try:
-        store = bk.BackupStore(None, None, "switchyard")
-        b = store.list(target, target.parent_fd)[0]
+        store = bks.BackupStore(None, None, "switchyard")
+        b = store.scan(target, target.parent_fd).usable[0]
         with open(p + ".dpkg-new", "wb") as f:
             f.write(b"upgraded")
         os.rename(p + ".dpkg-new", p)
         with pytest.raises(bk.RestoreFailedError):
-            bk.restore_backup(target, b, resolve_policy(), fs.Durability(True), "0" * 36, consume=True)
+            bk.restore_backup(target, b, resolve_policy(), durable.Durability(True), "0" * 36, consume=True)
     finally:
         target.close()
     assert open(p, "rb").read() == b"upgraded"

@@ -35,6 +35,7 @@ from sandbox import make_sandbox  # noqa: E402
 
 from ansible_collections.switchyard.fs.plugins.module_utils import engine  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr  # noqa: E402
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal_check as jcheck  # noqa: E402
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc  # noqa: E402
 
 FUZZ = settings(deadline=None, database=None, derandomize=False,
@@ -350,7 +351,7 @@ def begin_mutations(paths):
     act = st.one_of(st.tuples(st.just("act"), st.sampled_from(ACTION_FIELDS), values()),
                     st.tuples(st.just("act"), st.sampled_from(["target", "link_text"]), st.sampled_from(paths)),
                     st.tuples(st.just("delact"), st.sampled_from(ACTION_FIELDS), st.none()),
-                    st.tuples(st.just("many"), st.just(None), st.sampled_from([0, 2, 300, jr.MAX_ACTIONS + 1])))
+                    st.tuples(st.just("many"), st.just(None), st.sampled_from([0, 2, 300, jcheck.MAX_ACTIONS + 1])))
     return st.lists(st.one_of(top, act), min_size=1, max_size=4)
 
 
@@ -382,12 +383,12 @@ def mutate_begin(begin, muts):
 def test_check_begin_accepts_only_in_root_relative_values(muts):
     begin = mutate_begin(GOOD_BEGIN, muts)
     try:
-        jr.check_begin("j.journal", begin)
-    except jr.JournalInvalid as e:
+        jcheck.check_begin("j.journal", begin)
+    except jcheck.JournalInvalid as e:
         assert e.journal == "j.journal" and e.field and e.reason
         return
     if begin.get("backup_dir_rel") is not None:
-        assert jr.check_in_root_path(begin["backup_dir_rel"]) is None
+        assert jcheck.check_in_root_path(begin["backup_dir_rel"]) is None
     for act in begin["actions"]:
         parts = act["target"].split("/")
         assert act["target"].startswith("/") and ".." not in parts and "." not in parts and "\0" not in act["target"]

@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st_
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import xattr
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import preservation as ppres
 
 TIERS = pres.TIERS
 BACKENDS = ("os", "pyxattr")
@@ -284,7 +286,7 @@ def test_backend_names_are_str_and_values_bytes(tmp_path):
     fd = os.open(str(path), os.O_RDONLY)
     try:
         for backend in BACKENDS:
-            xb = pres.get_backend(backend)
+            xb = xattr.get_backend(backend)
             assert xb.name == backend
             xb.set(fd, "user.b-" + backend, b"\x00\xff")
             names = xb.list(fd)
@@ -297,13 +299,13 @@ def test_backend_names_are_str_and_values_bytes(tmp_path):
 
 
 def test_default_backend_is_pyxattr_when_importable():
-    assert pres.default_backend().name == "pyxattr"
-    assert pres.get_backend(None).name == "pyxattr"
+    assert xattr.default_backend().name == "pyxattr"
+    assert xattr.get_backend(None).name == "pyxattr"
 
 
 def test_unknown_backend_or_tier_is_a_programming_error(tmp_path):
     with pytest.raises(ValueError):
-        pres.get_backend("xattrfs")
+        xattr.get_backend("xattrfs")
     with pytest.raises(ValueError):
         pres.capture_metadata(os.stat(str(tmp_path)), None, "everything")
 
@@ -436,14 +438,14 @@ def test_full_apply_removes_an_acl_the_file_inherited_but_never_had(tmp_path):
 def probe(directory, tier, backend=None):
     dirfd = os.open(str(directory), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return pres.probe_capabilities(dirfd, tier, backend=backend)
+        return ppres.probe_capabilities(dirfd, tier, backend=backend)
     finally:
         os.close(dirfd)
 
 
 def probe_keys(tier):
     keys = set(pres.FIELDS_BY_TIER[tier])
-    return keys | set(pres.XATTR_PROBE_KEYS) if tier == "full" else keys
+    return keys | set(ppres.XATTR_PROBE_KEYS) if tier == "full" else keys
 
 
 @pytest.mark.parametrize("tier", TIERS)
@@ -455,7 +457,7 @@ def test_root_probe_reports_what_the_filesystem_really_does(fsdir, tier):
     expected = {k: True for k in result}
     if tier == "full":
         expected["xattrs.user"] = user_xattr_works(fsdir)
-        expected["xattrs"] = all(expected[k] for k in pres.XATTR_PROBE_KEYS)
+        expected["xattrs"] = all(expected[k] for k in ppres.XATTR_PROBE_KEYS)
     assert {k: v["supported"] for k, v in result.items()} == expected, result
     assert all(v["reason"] for v in result.values())
 
@@ -466,7 +468,7 @@ def test_unprivileged_probe_reports_owner_capability_and_trusted_unsupported(fsd
     os.chmod(str(scratch), 0o777)
     dirfd = os.open(str(scratch), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        result = run_unprivileged(pres.probe_capabilities, dirfd, "full")
+        result = run_unprivileged(ppres.probe_capabilities, dirfd, "full")
     finally:
         os.close(dirfd)
     supported = {k: v["supported"] for k, v in result.items()}
@@ -503,7 +505,7 @@ def test_probe_on_a_read_only_mount_reports_everything_unsupported(tmp_path):
     assert all("EROFS" in v["reason"] for v in result.values())
 
 
-class _ExplodingBackend(pres.OsXattrBackend):
+class _ExplodingBackend(xattr.OsXattrBackend):
     name = "exploding"
 
     def set(self, fd, name, value):

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import runner as _runner
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import smoke as _smoke
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import open_root
@@ -119,7 +120,7 @@ def test_output_forever_is_cut_and_the_result_says_so():
     res = run("/", [check(["/usr/bin/yes"], timeout=1)])[0]
     assert res["ok"] is False and res["rc"] is None and "timed out after 1.0s" in res["detail"]
     assert res["stdout_truncated"] is True and res["stderr_truncated"] is False
-    assert res["stdout_bytes"] > _smoke.KEEP_HEAD + _smoke.KEEP_TAIL
+    assert res["stdout_bytes"] > _runner.KEEP_HEAD + _runner.KEEP_TAIL
     assert "stdout truncated: kept the first 32768 and last 32768 of %d bytes" % res["stdout_bytes"] in res["detail"]
 
 
@@ -128,8 +129,8 @@ def test_retained_output_is_bounded():
 
     def end():
         pass
-    proc = _smoke._spawn(["/bin/sh", "-c", "head -c 5000000 /dev/zero; head -c 300000 /dev/zero >&2"], {})
-    rc, out, err, timed_out = _smoke._collect(proc, 30, end)
+    proc = _runner._spawn(["/bin/sh", "-c", "head -c 5000000 /dev/zero; head -c 300000 /dev/zero >&2"], {})
+    rc, out, err, timed_out = _runner._collect(proc, 30, end)
     got.update(rc=rc, timed_out=timed_out)
     assert got == {"rc": 0, "timed_out": False}
     assert out.total == 5000000 and err.total == 300000
