@@ -8,6 +8,11 @@ __metaclass__ = type
 
 import os
 import re
+import stat
+
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import MAX_SYMLINK_HOPS, components, open_dir_beneath
 
 MOUNTS_PATH = "/proc/self/mounts"
 
@@ -17,6 +22,7 @@ ST_NOEXEC = getattr(os, "ST_NOEXEC", 8)
 
 _OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 _DELETED_SUFFIX = " (deleted)"
+_PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _unescape(field):
@@ -174,3 +180,50 @@ def _stat(fd_or_path):
     if isinstance(fd_or_path, int):
         return os.fstat(fd_or_path)
     return os.stat(fd_or_path)
+
+
+def probe_extra_mounts(root_fd, paths):
+    """[{path, present, mount status}] for policy.extra_mount_checks, each resolved inside root."""
+    out = []
+    for rel in paths:
+        entry = {"path": rel, "present": False, "status": None, "detail": None}
+        try:
+            fd = _open_path_beneath(root_fd, rel)
+        except (PolicyError, OSError) as e:
+            entry["detail"] = getattr(e, "msg", None) or str(e)
+            out.append(entry)
+            continue
+        if fd is None:
+            entry["detail"] = "not present inside root"
+        else:
+            try:
+                entry["present"] = True
+                entry["status"] = mount_status(fd)
+            finally:
+                os.close(fd)
+        out.append(entry)
+    return out
+
+
+def _open_path_beneath(root_fd, rel):
+    """An O_PATH fd on in-root `rel` (symlinks followed inside root), or None when it does not exist."""
+    parts = components(rel)
+    if not parts:
+        return os.dup(root_fd)
+    for _hop in range(MAX_SYMLINK_HOPS):
+        dfd, drel = open_dir_beneath(root_fd, parts[:-1], "policy.extra_mount_checks", rel)
+        try:
+            name = parts[-1]
+            st = fs.lstat_at(dfd, name)
+            if st is None:
+                return None
+            if not stat.S_ISLNK(st.st_mode):
+                return os.open(name, _PATH_FLAGS, dir_fd=dfd)
+            text = os.readlink(name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+        parts = components(text) if text.startswith("/") else components(drel) + components(text)
+        if not parts or parts[-1] in (".", ".."):
+            # The link names a directory by "." or "..": let the directory walk (which never leaves root) open it.
+            return open_dir_beneath(root_fd, parts, "policy.extra_mount_checks", rel)[0]
+    raise PolicyError("policy.extra_mount_checks entry %s: too many symlinks (loop?)" % rel)

@@ -16,7 +16,9 @@ import subprocess
 import pytest
 
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
-from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import row as grow
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import target as gtarget
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import packages as _packages
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
@@ -336,15 +338,15 @@ def test_dpkg_owned_file_on_this_machine_reports_its_package():
     assert os.path.isdir("/var/lib/dpkg/info"), "/var/lib/dpkg/info missing: this test needs a Debian host's dpkg database"
     root_fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        aliases = pf.merged_usr_aliases(root_fd)
+        aliases = _packages.merged_usr_aliases(root_fd)
     finally:
         os.close(root_fd)
-    names = sorted(set(pf.path_aliases("/usr/bin/ls", aliases) + pf.path_aliases("/bin/ls", aliases)))
-    db = pf.package_owners("/", names + ["/bin/sh"])
+    names = sorted(set(_packages.path_aliases("/usr/bin/ls", aliases) + _packages.path_aliases("/bin/ls", aliases)))
+    db = _packages.package_owners("/", names + ["/bin/sh"])
     assert db.backend == "dpkg"
     assert db.lookup(names)[0] == "coreutils"
-    row = pf.Row("00000000-0000-0000-0000-000000000000", "/usr/bin/ls", "link")
-    pf.ownership_gate(row, Settings(policy={"ownership_strict": True}).policy, names, os.lstat("/usr/bin/ls"), db)
+    row = grow.Row("00000000-0000-0000-0000-000000000000", "/usr/bin/ls", "link")
+    gtarget.ownership_gate(row, Settings(policy={"ownership_strict": True}).policy, names, os.lstat("/usr/bin/ls"), db)
     assert row.data["provenance"]["pkg"] == "coreutils" and row.data["provenance"]["uid"] == 0
     assert row.data["stops"] == []
     if subprocess.run([DPKG_DIVERT, "--listpackage", "/bin/sh"], stdout=subprocess.PIPE, check=False).stdout.strip():
@@ -601,7 +603,12 @@ def test_already_swapped_target_needs_no_writable_mount(sb, tmpfs):
 def test_docs_name_every_knob_a_stop_can_name():
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(here))))
-    src = open(pf.__file__.replace(".pyc", ".py")).read()
+    # Every gate, and the probes whose messages a row carries (extra_mount_checks, PATH, package databases).
+    gates = os.path.dirname(os.path.abspath(grow.__file__))
+    probes = os.path.join(os.path.dirname(gates), "_probes")
+    files = [os.path.join(gates, f) for f in sorted(os.listdir(gates)) if f.endswith(".py")]
+    files += [os.path.join(probes, f) for f in ("mounts.py", "packages.py", "rescue.py")]
+    src = "".join(open(f).read() for f in files)
     named = set(re.findall(r"policy\.([a-z_]+)", src)) & set(KNOBS)
     assert {"override_preflight", "suid_sgid", "hardlinks", "source_trust", "require_rescue"} <= named
     docs = open(os.path.join(repo, "docs", "preflight.md")).read()
