@@ -12,8 +12,10 @@ def rescue_gate(root, root_fd, policy, replaced, path_env=None):
     """Whether a rescue toolset survives the plan: busybox, or rescue_min_count core tools on PATH (mapped inside
     root), none of them reached through a target of this plan; with rescue_exec_check each must also run.
 
-    `replaced` maps in-root paths (as written and after in-root symlinks) to the target they belong to."""
+    `replaced` maps in-root paths (as written and after in-root symlinks) to the target they belong to; a tool's
+    chain is compared with them by directory inode and name."""
     dirs = _rescue.path_dirs(path_env)
+    replaced = _rescue.target_keys(root_fd, replaced)
     found, lost, not_running, why = {}, {}, [], {}
     for tool in ("busybox",) + _rescue.RESCUE_TOOLS:
         for d in dirs:
@@ -21,7 +23,7 @@ def rescue_gate(root, root_fd, policy, replaced, path_env=None):
             if hit is None:
                 continue
             if hit[0] == "replaced":
-                lost.setdefault(tool, hit[2])
+                lost.setdefault(tool, hit[1])
                 continue
             problem = _rescue.exec_problem(root, hit[1], tool) if policy.rescue_exec_check else None
             if problem is not None:

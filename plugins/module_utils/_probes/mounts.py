@@ -8,11 +8,10 @@ __metaclass__ = type
 
 import os
 import re
-import stat
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import MAX_SYMLINK_HOPS, components, open_dir_beneath
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components, follow_beneath, open_dir_beneath
 
 MOUNTS_PATH = "/proc/self/mounts"
 
@@ -147,15 +146,6 @@ def mount_status(fd_or_path, mounts_path=None):
     return status
 
 
-def same_filesystem(fd_a, fd_b):
-    """True when both handles (or paths) are on the same filesystem (st_dev).
-
-    Note rename(2) also fails with EXDEV across two mounts of one filesystem (bind mounts);
-    same_mount() answers that question.
-    """
-    return _stat(fd_a).st_dev == _stat(fd_b).st_dev
-
-
 def mount_id(fd):
     """The kernel's mount id of an open fd (from /proc/self/fdinfo), or None if unavailable."""
     try:
@@ -174,12 +164,6 @@ def same_mount(fd_a, fd_b):
     if a is None or b is None:
         return None
     return a == b
-
-
-def _stat(fd_or_path):
-    if isinstance(fd_or_path, int):
-        return os.fstat(fd_or_path)
-    return os.stat(fd_or_path)
 
 
 def probe_extra_mounts(root_fd, paths):
@@ -206,24 +190,19 @@ def probe_extra_mounts(root_fd, paths):
 
 
 def _open_path_beneath(root_fd, rel):
-    """An O_PATH fd on in-root `rel` (symlinks followed inside root), or None when it does not exist."""
-    parts = components(rel)
-    if not parts:
-        return os.dup(root_fd)
-    for _hop in range(MAX_SYMLINK_HOPS):
-        dfd, drel = open_dir_beneath(root_fd, parts[:-1], "policy.extra_mount_checks", rel)
-        try:
-            name = parts[-1]
-            st = fs.lstat_at(dfd, name)
-            if st is None:
-                return None
-            if not stat.S_ISLNK(st.st_mode):
-                return os.open(name, _PATH_FLAGS, dir_fd=dfd)
-            text = os.readlink(name, dir_fd=dfd)
-        finally:
-            os.close(dfd)
-        parts = components(text) if text.startswith("/") else components(drel) + components(text)
-        if not parts or parts[-1] in (".", ".."):
-            # The link names a directory by "." or "..": let the directory walk (which never leaves root) open it.
-            return open_dir_beneath(root_fd, parts, "policy.extra_mount_checks", rel)[0]
-    raise PolicyError("policy.extra_mount_checks entry %s: too many symlinks (loop?)" % rel)
+    """An fd on in-root `rel` (symlinks followed inside root, by the one walk), or None when it does not exist.
+
+    A directory (also one named by a symlink to "/", "." or "..") is opened by open_dir_beneath; anything else
+    is the final entry of follow_beneath, opened with O_PATH and never followed."""
+    option = "policy.extra_mount_checks"
+    try:
+        return open_dir_beneath(root_fd, components(rel), option, rel)[0]
+    except (PolicyError, OSError):
+        pass  # not a directory, absent, or unreadable: follow_beneath says which, or finds the entry
+    dfd, _drel, name = follow_beneath(root_fd, rel, option)
+    try:
+        if fs.lstat_at(dfd, name) is None:
+            return None
+        return os.open(name, _PATH_FLAGS, dir_fd=dfd)
+    finally:
+        os.close(dfd)

@@ -14,13 +14,9 @@ import subprocess
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import MAX_SYMLINK_HOPS, components, open_dir_beneath
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components, follow_beneath, open_dir_beneath
 
 RESCUE_TOOLS = ("cp", "mv", "rm", "ln", "stat", "readlink", "sha256sum", "sort", "date", "ls")
-
-
-def _join(parent_rel, name):
-    return (parent_rel.rstrip("/") + "/" + name) if parent_rel not in ("", "/") else "/" + name
 
 
 def path_dirs(path_env=None):
@@ -34,38 +30,66 @@ def path_dirs(path_env=None):
     return out
 
 
-def find_tool(root_fd, dir_rel, tool, replaced):
-    """('ok', in-root path of the entry, in-root path of the final file) / ('replaced', hop, target) / None.
-
-    Every hop of a symlink chain is compared with the plan's targets: a tool reached through a
-    target is gone (or is the new provider) after the swap, so it cannot be the rescue."""
-    parts = components(dir_rel) + [tool]
-    entry = None
-    try:
-        for _hop in range(MAX_SYMLINK_HOPS):
-            dfd, drel = open_dir_beneath(root_fd, parts[:-1], "PATH", dir_rel)
+def target_keys(root_fd, paths):
+    """{(st_dev, st_ino of its directory, name): value} for in-root paths {rel: value}: each target's identity is
+    its directory's inode and its name, each directory resolved inside root once.  A path whose directory does
+    not resolve is left out: no PATH walk can pass through it either."""
+    dirs, out = {}, {}
+    for rel, value in paths.items():
+        parts = components(rel)
+        if not parts:
+            continue
+        key = tuple(parts[:-1])
+        if key not in dirs:
+            dirs[key] = None
             try:
-                name = parts[-1]
-                if name in (".", ".."):
-                    return None
-                here = _join(drel, name)
-                entry = entry or _join(dir_rel, tool)
-                if here in replaced:
-                    return ("replaced", here, replaced[here])
-                st = fs.lstat_at(dfd, name)
-                if st is None:
-                    return None
-                if stat.S_ISLNK(st.st_mode):
-                    text = os.readlink(name, dir_fd=dfd)
-                    parts = components(text) if text.startswith("/") else components(drel) + components(text)
-                    continue
-                if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
-                    return ("ok", entry, here)
-                return None
+                dfd, _drel = open_dir_beneath(root_fd, parts[:-1], "PATH", rel)
+            except (PolicyError, OSError):
+                continue
+            try:
+                st = os.fstat(dfd)
+                dirs[key] = (st.st_dev, st.st_ino)
             finally:
                 os.close(dfd)
+        if dirs[key] is not None:
+            out.setdefault(dirs[key] + (parts[-1],), value)
+    return out
+
+
+class _Replaced(Exception):
+    """A hop of a tool's symlink chain is a target of the plan (raised out of follow_beneath's visit)."""
+
+    def __init__(self, target):
+        Exception.__init__(self, target)
+        self.target = target
+
+
+def find_tool(root_fd, dir_rel, tool, replaced):
+    """('ok', in-root path of the PATH entry) / ('replaced', target) / None, for `tool` in PATH directory dir_rel,
+    its symlinks followed inside root by the one walk (safepath.follow_beneath).
+
+    Every hop of a symlink chain is compared with the plan's targets (`replaced`, from target_keys): a tool
+    reached through a target is gone (or is the new provider) after the swap, so it cannot be the rescue."""
+    entry = "/" + "/".join(components(dir_rel) + [tool])
+
+    def visit(dfd, name):
+        st = os.fstat(dfd)
+        target = replaced.get((st.st_dev, st.st_ino, name))
+        if target is not None:
+            raise _Replaced(target)
+
+    try:
+        dfd, _drel, name = follow_beneath(root_fd, entry, "PATH", visit)
+    except _Replaced as e:
+        return ("replaced", e.target)
     except (PolicyError, OSError):
         return None
+    try:
+        st = fs.lstat_at(dfd, name)
+    finally:
+        os.close(dfd)
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+        return ("ok", entry)
     return None
 
 

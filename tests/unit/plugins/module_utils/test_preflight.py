@@ -250,6 +250,31 @@ def test_extra_mount_checks_stop_every_row_and_skip_absent_paths(sb, tmpfs):
         assert any("/not/there skipped" in n for n in row["notes"])
 
 
+
+def test_extra_mount_checks_follow_symlinks_only_inside_root(sb, tmpfs, tmp_path):
+    """extra_mount_checks paths are resolved inside root by the one walk: a symlink naming a host path (absolute
+    text is taken inside root) or climbing above root never reaches the host's read-only mount; one that stays
+    inside root is followed, also when it names root itself by '/' or '..'."""
+    hostro = tmpfs(tmp_path / "hostro")
+    tmpfs.remount(hostro, "ro")
+    inro = tmpfs(sb.host("/data/ro"))
+    tmpfs.remount(inro, "ro")
+    os.makedirs(sb.host("/srv"))
+    os.symlink(hostro, sb.host("/srv/abs"))
+    os.symlink("../" * 20 + hostro.lstrip("/"), sb.host("/srv/climb"))
+    os.symlink("/", sb.host("/srv/top"))
+    os.symlink("..", sb.host("/srv/dotdot"))
+    os.symlink("../data/ro", sb.host("/srv/in"))
+    row = only_row(check(sb, [sb.link("tool")],
+                         extra_mount_checks=["/srv/abs", "/srv/climb", "/srv/top", "/srv/dotdot", "/srv/in"])[0])
+    assert knobs(row) == ["extra_mount_checks"] and "extra_mount_checks path /srv/in" in row["stops"][0]["msg"]
+    assert [m["path"] for m in row["extra_mounts"]] == ["/srv/top", "/srv/dotdot", "/srv/in"]
+    assert [m["mountpoint"] for m in row["extra_mounts"]][2] == inro
+    assert any(n.startswith("extra_mount_checks path /srv/abs skipped: ") and "inside root" in n for n in row["notes"])
+    assert any(n.startswith("extra_mount_checks path /srv/climb skipped:") and "climbs above root" in n
+               for n in row["notes"])
+
+
 # -- hazards: setuid/setgid, capabilities, hard links ------------------------------------------
 
 def _expect_level(row, level, knob):
@@ -434,6 +459,29 @@ def test_rescue_tools_replaced_by_the_plan_do_not_count_and_only_their_rows_stop
 
     rows, _err, _w, _r = check(sb, links, require_rescue=True, rescue_min_count=5)
     assert all(r["policy_ok"] for r in rows.values())
+
+
+def test_rescue_tools_are_found_only_inside_root_and_every_hop_is_checked(sb, monkeypatch, tmp_path):
+    """A PATH entry or tool symlink that names a host path (absolute text is taken inside root) or climbs above root
+    finds nothing; a chain inside root counts unless one of its hops is a target of the plan."""
+    host = str(tmp_path / "hosttools")
+    os.makedirs(host)
+    for n in SIX:
+        with open(os.path.join(host, n), "wb") as f:
+            f.write(SCRIPT)
+        os.chmod(os.path.join(host, n), 0o755)
+    os.makedirs(sb.host("/usr/rescue"))
+    os.symlink(host + "/cp", sb.host("/usr/rescue/cp"))
+    os.symlink("../" * 20 + host.lstrip("/") + "/mv", sb.host("/usr/rescue/mv"))
+    os.symlink(host, sb.host("/usr/esc"))
+    sb.file("/opt/real/ls")
+    os.symlink("../../opt/real/ls", sb.host("/usr/rescue/ls"))
+    sb.file("/usr/bin/rm")
+    os.symlink("/usr/bin/rm", sb.host("/usr/rescue/rm"))
+    monkeypatch.setenv("PATH", "/usr/rescue:/usr/esc")
+    row = only_row(check(sb, [sb.link("rm")], require_rescue=True)[0])
+    assert row["rescue"]["tools"] == ["ls"] and row["rescue"]["replaced"] == {"rm": "/usr/bin/rm"}
+    assert knobs(row) == ["require_rescue"] and "takes rescue tool rm away" in row["stops"][0]["msg"]
 
 
 def test_busybox_alone_is_a_rescue_toolset(sb, monkeypatch):
