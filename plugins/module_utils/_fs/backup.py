@@ -15,6 +15,7 @@ import time
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import hazards as hz
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import sidecar as sc
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
@@ -332,18 +333,20 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
 
 
 def _hazards_of_open_file(rel, fd, fst, policy):
-    """The setuid/setgid/capability and hard-link gates again, on the very file being backed up: a mode
-    toggled after preflight's lstat must not slip through into a sidecar (and later onto a restored file)."""
+    """The setuid/setgid/capability and hard-link check (hazards.file_hazards) again, on the very file being backed
+    up: a mode toggled after preflight's lstat must not slip through into a sidecar (and later onto a restored file)."""
     if policy.override_preflight:
         return  # the operator chose to override these STOPs; preflight already turned them into warnings
-    if policy.suid_sgid == "stop":
-        if fst.st_mode & (stat.S_ISUID | stat.S_ISGID):
+    for hazard in hz.file_hazards(fst, fd):
+        knob = hz.KNOB[hazard]
+        if getattr(policy, knob) != "stop":
+            continue
+        if hazard == hz.SETID:
             raise PolicyError("%s became setuid/setgid (mode %04o) after preflight; nothing was swapped for it "
                               "(policy.suid_sgid is stop)" % (rel, stat.S_IMODE(fst.st_mode)), path=rel)
-        if pres.has_capability_fd(fd):
+        if hazard == hz.CAPABILITY:
             raise PolicyError("%s gained file capabilities after preflight; nothing was swapped for it "
                               "(policy.suid_sgid is stop)" % rel, path=rel)
-    if policy.hardlinks == "stop" and fst.st_nlink > 1:
         raise PolicyError("%s gained %d hard links after preflight; nothing was swapped for it (policy.hardlinks is "
                           "stop)" % (rel, fst.st_nlink - 1), path=rel)
 

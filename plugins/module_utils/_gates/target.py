@@ -9,6 +9,7 @@ import os
 import stat
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import hazards as hz
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
 from ansible_collections.switchyard.fs.plugins.module_utils._gates.row import under
 
@@ -76,32 +77,29 @@ def path_policy_gate(row, policy, rel, real_rel):
 # -- setuid/setgid, capabilities, hard links ---------------------------------------------------
 
 def hazard_gates(row, policy, st, dir_fd, name):
+    """setuid/setgid, file capabilities and hard links of the target (hazards.file_hazards), each by its knob."""
     if st is None or not stat.S_ISREG(st.st_mode):
         return
-    path = row.data["path"]
-    if st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-        bits = "/".join(b for b, f in (("setuid", stat.S_ISUID), ("setgid", stat.S_ISGID)) if st.st_mode & f)
-        row.hazard(policy.suid_sgid, "%s is %s (mode %04o); a symlink cannot carry that, the swap drops it"
-                   % (path, bits, stat.S_IMODE(st.st_mode)), "suid_sgid")
-    if _has_capability(dir_fd, name):
-        row.hazard(policy.suid_sgid, "%s carries file capabilities (security.capability); a symlink cannot carry them, "
-                   "the swap drops them" % path, "suid_sgid")
-    if st.st_nlink > 1:
-        row.hazard(policy.hardlinks, "%s has %d hard links; the other %d name(s) would keep the old file"
-                   % (path, st.st_nlink, st.st_nlink - 1), "hardlinks")
-
-
-def _has_capability(dir_fd, name):
     try:
         fd = fs.open_file_at(dir_fd, name)
     except OSError:
-        return False
+        fd = None  # cannot be opened: no capability is seen
     try:
-        return "security.capability" in os.listxattr(fd)
-    except OSError:
-        return False
+        found = hz.file_hazards(st, fd)
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
+    path = row.data["path"]
+    for hazard in found:
+        if hazard == hz.SETID:
+            row.hazard(policy.suid_sgid, "%s is %s (mode %04o); a symlink cannot carry that, the swap drops it"
+                       % (path, hz.setid_bits(st), stat.S_IMODE(st.st_mode)), "suid_sgid")
+        elif hazard == hz.CAPABILITY:
+            row.hazard(policy.suid_sgid, "%s carries file capabilities (security.capability); a symlink cannot carry "
+                       "them, the swap drops them" % path, "suid_sgid")
+        else:
+            row.hazard(policy.hardlinks, "%s has %d hard links; the other %d name(s) would keep the old file"
+                       % (path, st.st_nlink, st.st_nlink - 1), "hardlinks")
 
 
 # -- package ownership -------------------------------------------------------------------------
