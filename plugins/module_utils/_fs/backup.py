@@ -518,11 +518,20 @@ def remove_backup(backup, durability):
     durability.fsync(backup.dir_fd, "backup directory")
 
 
-def require_backup(backups, which, target, rejected=()):
+def select_backup(backups, which, rel):
+    """The one backup selection: the `which` (latest | previous) backup of `rel` among its newest-first complete
+    `backups`; BackupMissingError saying how many complete backups there are when there is no such one."""
     idx = 0 if which == "latest" else 1
     if len(backups) <= idx:
-        extra = "".join("; %s" % r.describe() for r in rejected)
-        raise BackupMissingError("no complete %s backup of %s (found %d usable backup%s)%s; nothing was changed"
-                                 % (which, target.rel, len(backups), "" if len(backups) == 1 else "s", extra),
-                                 path=target.rel)
+        raise BackupMissingError("no complete %s backup of %s (found %d complete backup%s)"
+                                 % (which, rel, len(backups), "" if len(backups) == 1 else "s"), path=rel)
     return backups[idx]
+
+
+def require_backup(backups, which, target, rejected=()):
+    """select_backup for a restore: a missing backup's error also names every rejected sidecar."""
+    try:
+        return select_backup(backups, which, target.rel)
+    except BackupMissingError as e:
+        extra = "".join("; %s" % r.describe() for r in rejected)
+        raise BackupMissingError("%s%s; nothing was changed" % (e.msg, extra), path=target.rel)

@@ -9,25 +9,23 @@ import os
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
-from ansible_collections.switchyard.fs.plugins.module_utils._fs.backup import verify_backup
-from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError, SwitchyardError
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.backup import select_backup, verify_backup
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import BackupMissingError, PolicyError, SwitchyardError
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components, open_dir_beneath
 
 
 # -- restore readiness -------------------------------------------------------------------------
 
 def restore_ready_gate(row, policy, backups, which):
-    """A complete backup (sidecar present) whose payload hash verifies, or a STOP."""
-    idx = 0 if which == "latest" else 1
+    """A complete backup (sidecar present, chosen by backup.select_backup) whose payload hash verifies, or a STOP."""
     path = row.data["path"]
-    if len(backups) <= idx:
+    try:
+        b = select_backup(backups, which, path)
+    except BackupMissingError as e:
         row.data["restore_ready"] = False
-        row.stop("no complete %s backup of %s (found %d complete backup%s); nothing to restore from. A backup without "
-                 "its sidecar never counts; only policy.override_preflight: true skips this gate"
-                 % (which, path, len(backups), "" if len(backups) == 1 else "s"),
-                 "override_preflight", "E_BACKUP_MISSING")
+        row.stop("%s; nothing to restore from. A backup without its sidecar never counts; only "
+                 "policy.override_preflight: true skips this gate" % e.msg, "override_preflight", e.error_id)
         return None
-    b = backups[idx]
     try:
         verify_backup(b, policy)
     except SwitchyardError as e:

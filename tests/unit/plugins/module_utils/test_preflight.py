@@ -19,7 +19,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._probes import immut
 from ansible_collections.switchyard.fs.plugins.module_utils._gates import row as grow
 from ansible_collections.switchyard.fs.plugins.module_utils._gates import target as gtarget
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import packages as _packages
-from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight
+from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight, restore
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
@@ -248,7 +248,6 @@ def test_extra_mount_checks_stop_every_row_and_skip_absent_paths(sb, tmpfs):
         assert "extra_mount_checks path /srv/data" in row["stops"][0]["msg"]
         assert [m["path"] for m in row["extra_mounts"]] == ["/srv/data", "/usr"]
         assert any("/not/there skipped" in n for n in row["notes"])
-
 
 
 def test_extra_mount_checks_follow_symlinks_only_inside_root(sb, tmpfs, tmp_path):
@@ -570,6 +569,33 @@ def test_restore_readiness_needs_a_complete_backup_whose_hash_verifies(sb):
         f.write(b"tampered")
     row = check(sb, restores=[link["target"]])[0]["/usr/bin/tool", "restore"]
     assert row["restore_ready"] is False and row["stops"][0]["error_id"] == "E_RESTORE_FAILED"
+
+
+def test_restore_and_its_readiness_gate_choose_the_backup_the_same_way(sb):
+    """One selection (backup.select_backup): with one complete backup, latest is ready and previous is missing,
+    in the gate's row and in the restore's error alike."""
+    link = sb.link("tool")
+    _rep, aerr, _w = apply(Settings(root=sb.root), [link])
+    assert aerr is None
+
+    def restore_row(which):
+        report, _err, _w = preflight(Settings(root=sb.root), restores=[link["target"]], which=which,
+                                     fail_on_stop=False)
+        assert validation_errors(report) == []
+        return only_row(dict(((r["path"], r["op"]), r) for r in entries(report)))
+
+    assert restore_row("latest")["restore_ready"] is True
+    stem = "no complete previous backup of /usr/bin/tool (found 1 complete backup)"
+    row = restore_row("previous")
+    assert row["restore_ready"] is False and row["stops"][0]["error_id"] == "E_BACKUP_MISSING"
+    assert row["stops"][0]["msg"].startswith(stem + "; nothing to restore from.")
+    _rep, err, _w = restore(Settings(root=sb.root), targets=[link["target"]], which="previous")
+    assert err.error_id == "E_BACKUP_MISSING" and stem + "; nothing to restore from." in err.msg
+    # Past an overridden STOP the restore itself selects again, the same way.
+    _rep, err, _w = restore(Settings(root=sb.root, policy={"override_preflight": True}), targets=[link["target"]],
+                            which="previous")
+    assert err.error_id == "E_BACKUP_MISSING" and err.msg == stem + "; nothing was changed"
+    assert os.readlink(link["target"]) == "/opt/prov/bin/tool"  # nothing was changed
 
 
 def test_backup_dir_is_probed_with_the_target_directory_and_another_mount_stops(sb, tmpfs):
