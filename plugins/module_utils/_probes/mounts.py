@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Mount probe: read-only/noexec status (statvfs, then /proc/self/mounts). Private to this collection."""
+"""Mount probe: read-only/noexec status (statvfs, then /proc/self/mounts), mount identity, extra_mount_checks paths. Private to this collection."""
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
