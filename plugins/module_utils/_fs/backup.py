@@ -14,6 +14,7 @@ import time
 from ansible_collections.switchyard.fs.plugins.module_utils import _faults as faults
 
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import hazards as hz
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import preservation as pres
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import swap
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
@@ -108,18 +109,20 @@ def create_backup(target, st, dir_fd, ms, tag, ids, policy, durability, run_id, 
 
 
 def _hazards_of_open_file(rel, fd, fst, policy):
-    """The setuid/setgid/capability and hard-link gates again, on the very file being backed up: a mode
-    toggled after preflight's lstat must not slip through into a sidecar (and later onto a restored file)."""
+    """The setuid/setgid/capability and hard-link check (hazards.file_hazards) again, on the very file being backed
+    up: a mode toggled after preflight's lstat must not slip through into a sidecar (and later onto a restored file)."""
     if policy.override_preflight:
         return  # the operator chose to override these STOPs; preflight already turned them into warnings
-    if policy.suid_sgid == "stop":
-        if fst.st_mode & (stat.S_ISUID | stat.S_ISGID):
+    for hazard in hz.file_hazards(fst, fd):
+        knob = hz.KNOB[hazard]
+        if getattr(policy, knob) != "stop":
+            continue
+        if hazard == hz.SETID:
             raise PolicyError("%s became setuid/setgid (mode %04o) after preflight; nothing was swapped for it "
                               "(policy.suid_sgid is stop)" % (rel, stat.S_IMODE(fst.st_mode)), path=rel)
-        if pres.has_capability_fd(fd):
+        if hazard == hz.CAPABILITY:
             raise PolicyError("%s gained file capabilities after preflight; nothing was swapped for it "
                               "(policy.suid_sgid is stop)" % rel, path=rel)
-    if policy.hardlinks == "stop" and fst.st_nlink > 1:
         raise PolicyError("%s gained %d hard links after preflight; nothing was swapped for it (policy.hardlinks is "
                           "stop)" % (rel, fst.st_nlink - 1), path=rel)
 
@@ -283,11 +286,20 @@ def remove_backup(backup, durability):
     durability.fsync(backup.dir_fd, "backup directory")
 
 
-def require_backup(backups, which, target, rejected=()):
+def select_backup(backups, which, rel):
+    """The one backup selection: the `which` (latest | previous) backup of `rel` among its newest-first complete
+    `backups`; BackupMissingError saying how many complete backups there are when there is no such one."""
     idx = 0 if which == "latest" else 1
     if len(backups) <= idx:
-        extra = "".join("; %s" % r.describe() for r in rejected)
-        raise BackupMissingError("no complete %s backup of %s (found %d usable backup%s)%s; nothing was changed"
-                                 % (which, target.rel, len(backups), "" if len(backups) == 1 else "s", extra),
-                                 path=target.rel)
+        raise BackupMissingError("no complete %s backup of %s (found %d complete backup%s)"
+                                 % (which, rel, len(backups), "" if len(backups) == 1 else "s"), path=rel)
     return backups[idx]
+
+
+def require_backup(backups, which, target, rejected=()):
+    """select_backup for a restore: a missing backup's error also names every rejected sidecar."""
+    try:
+        return select_backup(backups, which, target.rel)
+    except BackupMissingError as e:
+        extra = "".join("; %s" % r.describe() for r in rejected)
+        raise BackupMissingError("%s%s; nothing was changed" % (e.msg, extra), path=target.rel)

@@ -121,14 +121,6 @@ def capture_metadata(st, fd, tier, backend=None):
     return meta
 
 
-def has_capability_fd(fd):
-    """True when the open file carries file capabilities (security.capability)."""
-    try:
-        return "security.capability" in os.listxattr(fd)
-    except OSError:
-        return False
-
-
 def _capture_xattrs(fd, xb):
     try:
         names = xb.list(fd)

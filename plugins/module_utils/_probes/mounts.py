@@ -1,13 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: switchyard.fs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Mount probe: read-only/noexec status (statvfs, then /proc/self/mounts). Private to this collection."""
+"""Mount probe: read-only/noexec status (statvfs, then /proc/self/mounts), mount identity, extra_mount_checks paths. Private to this collection."""
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
 import os
 import re
+
+from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
+from ansible_collections.switchyard.fs.plugins.module_utils._errors import PolicyError
+from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import components, follow_beneath, open_dir_beneath
 
 MOUNTS_PATH = "/proc/self/mounts"
 
@@ -17,6 +21,7 @@ ST_NOEXEC = getattr(os, "ST_NOEXEC", 8)
 
 _OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 _DELETED_SUFFIX = " (deleted)"
+_PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _unescape(field):
@@ -141,15 +146,6 @@ def mount_status(fd_or_path, mounts_path=None):
     return status
 
 
-def same_filesystem(fd_a, fd_b):
-    """True when both handles (or paths) are on the same filesystem (st_dev).
-
-    Note rename(2) also fails with EXDEV across two mounts of one filesystem (bind mounts);
-    same_mount() answers that question.
-    """
-    return _stat(fd_a).st_dev == _stat(fd_b).st_dev
-
-
 def mount_id(fd):
     """The kernel's mount id of an open fd (from /proc/self/fdinfo), or None if unavailable."""
     try:
@@ -170,7 +166,43 @@ def same_mount(fd_a, fd_b):
     return a == b
 
 
-def _stat(fd_or_path):
-    if isinstance(fd_or_path, int):
-        return os.fstat(fd_or_path)
-    return os.stat(fd_or_path)
+def probe_extra_mounts(root_fd, paths):
+    """[{path, present, mount status}] for policy.extra_mount_checks, each resolved inside root."""
+    out = []
+    for rel in paths:
+        entry = {"path": rel, "present": False, "status": None, "detail": None}
+        try:
+            fd = _open_path_beneath(root_fd, rel)
+        except (PolicyError, OSError) as e:
+            entry["detail"] = getattr(e, "msg", None) or str(e)
+            out.append(entry)
+            continue
+        if fd is None:
+            entry["detail"] = "not present inside root"
+        else:
+            try:
+                entry["present"] = True
+                entry["status"] = mount_status(fd)
+            finally:
+                os.close(fd)
+        out.append(entry)
+    return out
+
+
+def _open_path_beneath(root_fd, rel):
+    """An fd on in-root `rel` (symlinks followed inside root, by the one walk), or None when it does not exist.
+
+    A directory (also one named by a symlink to "/", "." or "..") is opened by open_dir_beneath; anything else
+    is the final entry of follow_beneath, opened with O_PATH and never followed."""
+    option = "policy.extra_mount_checks"
+    try:
+        return open_dir_beneath(root_fd, components(rel), option, rel)[0]
+    except (PolicyError, OSError):
+        pass  # not a directory, absent, or unreadable: follow_beneath says which, or finds the entry
+    dfd, _drel, name = follow_beneath(root_fd, rel, option)
+    try:
+        if fs.lstat_at(dfd, name) is None:
+            return None
+        return os.open(name, _PATH_FLAGS, dir_fd=dfd)
+    finally:
+        os.close(dfd)

@@ -10,7 +10,14 @@ import os
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms as fs
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
-from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import mounts as _mounts
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import packages as _packages
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import backup as gbackup
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import mounts as gmounts
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import rescue as grescue
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import row as grow
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import source as gsource
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import target as gtarget
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import ERROR_CLASSES, PolicyError
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import resolve_beneath
 from ansible_collections.switchyard.fs.plugins.module_utils._stages.inputs import (
@@ -23,45 +30,45 @@ from ansible_collections.switchyard.fs.plugins.module_utils._stages.links import
 def link_rows(run, acts):
     """Preflight rows for link actions: every gate, for real (docs/preflight.md)."""
     policy = run.policy
-    ctx = pf.PreflightContext(run.s.root, run.root_fd, policy)
-    aliases = pf.merged_usr_aliases(run.root_fd)
+    ctx = grow.PreflightContext(run.s.root, run.root_fd, policy)
+    aliases = _packages.merged_usr_aliases(run.root_fd)
     names = {}
     for la in acts:
-        names[la.link["target"]] = sorted(set(pf.path_aliases(la.link["target"], aliases)
-                                              + pf.path_aliases(la.target.real_rel, aliases)))
-    db = pf.package_owners(run.s.root, [n for la in acts if la.st is not None for n in names[la.link["target"]]])
-    alternatives = pf.alternatives_choices(run.root_fd)
+        names[la.link["target"]] = sorted(set(_packages.path_aliases(la.link["target"], aliases)
+                                              + _packages.path_aliases(la.target.real_rel, aliases)))
+    db = _packages.package_owners(run.s.root, [n for la in acts if la.st is not None for n in names[la.link["target"]]])
+    alternatives = _packages.alternatives_choices(run.root_fd)
     replaced = {}
     for la in acts:
         replaced[la.link["target"]] = la.link["target"]
         replaced[la.target.real_rel] = la.link["target"]
-    rescue = pf.rescue_gate(run.s.root, run.root_fd, policy, replaced) if policy.require_rescue else None
-    extra = pf.probe_extra_mounts(run.root_fd, policy.extra_mount_checks)
+    rescue = grescue.rescue_gate(run.s.root, run.root_fd, policy, replaced) if policy.require_rescue else None
+    extra = _mounts.probe_extra_mounts(run.root_fd, policy.extra_mount_checks)
     mounts = {}  # one mount probe per target directory
     rows = []
     for la in acts:
-        row = pf.Row(la.action.action_id, la.link["target"], "link")
+        row = grow.Row(la.action.action_id, la.link["target"], "link")
         d = row.data
         d.update({"source": la.link["source"], "current_kind": la.kind, "planned_kind": "symlink",
                   "noop": la.noop, "link_text": la.link["source"]})
-        pf.path_policy_gate(row, policy, la.link["target"], la.target.real_rel)
+        gtarget.path_policy_gate(row, policy, la.link["target"], la.target.real_rel)
         # An already-swapped target is not written again, so only a changing one needs a writable mount.
-        d["mount"] = pf.mount_verdict(row, "the target directory of %s" % la.link["target"],
+        d["mount"] = gmounts.mount_verdict(row, "the target directory of %s" % la.link["target"],
                                       dir_mount_status(mounts, la.target.parent_fd), not la.noop, True)
         src_real, sst, smount = la.src_info
         # The source is only linked to and executed, never written: exec is required, rw is not (docs/preflight.md).
-        d["source_mount"] = pf.mount_verdict(row, "source %s of %s" % (la.link["source"], la.link["target"]), smount,
+        d["source_mount"] = gmounts.mount_verdict(row, "source %s of %s" % (la.link["source"], la.link["target"]), smount,
                                              False, True)
-        pf.source_trust_gate(row, policy, la.link["source"], src_real, sst, run.s.root, run.root_fd)
-        pf.extra_mount_gate(row, extra)
+        gsource.source_trust_gate(row, policy, la.link["source"], src_real, sst, run.s.root, run.root_fd)
+        gmounts.extra_mount_gate(row, extra)
         if not la.noop:
-            pf.immutable_gate(row, policy, la.target.parent_fd, la.target.name)
-            pf.hazard_gates(row, policy, la.st, la.target.parent_fd, la.target.name)
-            pf.ownership_gate(row, policy, names[la.link["target"]], la.st, db, la.link_text, alternatives)
-            pf.backup_gates(row, ctx, run.store, run.s.backup_dir_rel, la.target, la.kind)
+            gtarget.immutable_gate(row, policy, la.target.parent_fd, la.target.name)
+            gtarget.hazard_gates(row, policy, la.st, la.target.parent_fd, la.target.name)
+            gtarget.ownership_gate(row, policy, names[la.link["target"]], la.st, db, la.link_text, alternatives)
+            gbackup.backup_gates(row, ctx, run.store, run.s.backup_dir_rel, la.target, la.kind)
         else:
             d["immutable_detection_method"] = "not_applicable"
-        pf.rescue_verdict(row, rescue, (la.link["target"],))
+        grescue.rescue_verdict(row, rescue, (la.link["target"],))
         rows.append(row)
     return rows
 
@@ -152,17 +159,17 @@ def restore_row(run, action, which):
     restore would refuse to replace, immutable flags and the preservation probe of the target directory."""
     target = resolve_beneath(run.s.root, os.path.join(run.s.root, action.target.lstrip("/")), "restores", run.root_fd)
     try:
-        row = pf.Row(action.action_id, action.target, "restore")
+        row = grow.Row(action.action_id, action.target, "restore")
         st = target.lstat()
         row.data["current_kind"] = fs.kind_of(st)
-        pf.path_policy_gate(row, run.policy, action.target, target.real_rel)
+        gtarget.path_policy_gate(row, run.policy, action.target, target.real_rel)
         bdir = run.store.dir_for(target, create=False)
         scan = run.store.scan(target, bdir) if bdir is not None else bks.Scan()
         backups = scan.usable
         try:
             for r in scan.rejected:
                 row.warn(r.describe())
-            b = pf.restore_ready_gate(row, run.policy, backups, which)
+            b = gbackup.restore_ready_gate(row, run.policy, backups, which)
             if b is None and scan.rejected and row.data["stops"]:
                 # Name every unusable sidecar (file and field) in the STOP itself, not only in the warnings.
                 row.data["stops"][-1]["msg"] += " (%s)" % "; ".join(r.describe() for r in scan.rejected)
@@ -171,13 +178,13 @@ def restore_row(run, action, which):
                 row.data["noop"] = bk.target_matches_backup(target, b, run.policy.preservation_tier)
                 if not row.data["noop"]:
                     # Restore writes a temp file in the target directory and renames it over the target.
-                    row.data["mount"] = pf.mount_gate(row, "the target directory of %s" % action.target, target.parent_fd,
+                    row.data["mount"] = gmounts.mount_gate(row, "the target directory of %s" % action.target, target.parent_fd,
                                                       True, False)
-                    pf.restore_target_gate(row, row.data["current_kind"])
-                    pf.immutable_gate(row, run.policy, target.parent_fd, target.name)
+                    gbackup.restore_target_gate(row, row.data["current_kind"])
+                    gtarget.immutable_gate(row, run.policy, target.parent_fd, target.name)
                     if b.prior_kind == "file":
-                        ctx = pf.PreflightContext(run.s.root, run.root_fd, run.policy)
-                        pf.preservation_gate(row, ctx, [("the target directory", target.parent_fd)])
+                        ctx = grow.PreflightContext(run.s.root, run.root_fd, run.policy)
+                        gbackup.preservation_gate(row, ctx, [("the target directory", target.parent_fd)])
         finally:
             if bdir is not None:
                 os.close(bdir)

@@ -13,7 +13,8 @@ from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal_c
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup_store as bks
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import backup as bk
 from ansible_collections.switchyard.fs.plugins.module_utils._fs import journal as jr
-from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import row as grow
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import target as gtarget
 from ansible_collections.switchyard.fs.plugins.module_utils._errors import (
     BackupMissingError, PolicyError, RestoreFailedError, SwitchyardError)
 from ansible_collections.switchyard.fs.plugins.module_utils._fs.safepath import resolve_beneath
@@ -185,8 +186,8 @@ def _decide(run, target, b, by_plan):
         raise RestoreFailedError("%s is a regular file that differs from its backup; restoring would destroy "
                                  "it. Move it away (or back it up with safe_apply) and restore again" % rel, path=rel)
     if by_plan:
-        row = pf.Row(None, rel, "restore")
-        pf.immutable_gate(row, run.policy, target.parent_fd, target.name)
+        row = grow.Row(None, rel, "restore")
+        gtarget.immutable_gate(row, run.policy, target.parent_fd, target.name)
         if row.data["stops"]:
             raise PolicyError("; ".join(s["msg"] for s in row.data["stops"]), path=rel)
         d["findings"] = dict((k, row.data[k]) for k in ("immutable_detection_method", "immutable_check"))

@@ -16,8 +16,10 @@ import subprocess
 import pytest
 
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
-from ansible_collections.switchyard.fs.plugins.module_utils._gates import preflight as pf
-from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import row as grow
+from ansible_collections.switchyard.fs.plugins.module_utils._gates import target as gtarget
+from ansible_collections.switchyard.fs.plugins.module_utils._probes import packages as _packages
+from ansible_collections.switchyard.fs.plugins.module_utils.engine import KNOBS, Settings, apply, preflight, restore
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import validation_errors
 from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import entries, expand_events  # noqa: E402
 
@@ -248,6 +250,30 @@ def test_extra_mount_checks_stop_every_row_and_skip_absent_paths(sb, tmpfs):
         assert any("/not/there skipped" in n for n in row["notes"])
 
 
+def test_extra_mount_checks_follow_symlinks_only_inside_root(sb, tmpfs, tmp_path):
+    """extra_mount_checks paths are resolved inside root by the one walk: a symlink naming a host path (absolute
+    text is taken inside root) or climbing above root never reaches the host's read-only mount; one that stays
+    inside root is followed, also when it names root itself by '/' or '..'."""
+    hostro = tmpfs(tmp_path / "hostro")
+    tmpfs.remount(hostro, "ro")
+    inro = tmpfs(sb.host("/data/ro"))
+    tmpfs.remount(inro, "ro")
+    os.makedirs(sb.host("/srv"))
+    os.symlink(hostro, sb.host("/srv/abs"))
+    os.symlink("../" * 20 + hostro.lstrip("/"), sb.host("/srv/climb"))
+    os.symlink("/", sb.host("/srv/top"))
+    os.symlink("..", sb.host("/srv/dotdot"))
+    os.symlink("../data/ro", sb.host("/srv/in"))
+    row = only_row(check(sb, [sb.link("tool")],
+                         extra_mount_checks=["/srv/abs", "/srv/climb", "/srv/top", "/srv/dotdot", "/srv/in"])[0])
+    assert knobs(row) == ["extra_mount_checks"] and "extra_mount_checks path /srv/in" in row["stops"][0]["msg"]
+    assert [m["path"] for m in row["extra_mounts"]] == ["/srv/top", "/srv/dotdot", "/srv/in"]
+    assert [m["mountpoint"] for m in row["extra_mounts"]][2] == inro
+    assert any(n.startswith("extra_mount_checks path /srv/abs skipped: ") and "inside root" in n for n in row["notes"])
+    assert any(n.startswith("extra_mount_checks path /srv/climb skipped:") and "climbs above root" in n
+               for n in row["notes"])
+
+
 # -- hazards: setuid/setgid, capabilities, hard links ------------------------------------------
 
 def _expect_level(row, level, knob):
@@ -336,15 +362,15 @@ def test_dpkg_owned_file_on_this_machine_reports_its_package():
     assert os.path.isdir("/var/lib/dpkg/info"), "/var/lib/dpkg/info missing: this test needs a Debian host's dpkg database"
     root_fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        aliases = pf.merged_usr_aliases(root_fd)
+        aliases = _packages.merged_usr_aliases(root_fd)
     finally:
         os.close(root_fd)
-    names = sorted(set(pf.path_aliases("/usr/bin/ls", aliases) + pf.path_aliases("/bin/ls", aliases)))
-    db = pf.package_owners("/", names + ["/bin/sh"])
+    names = sorted(set(_packages.path_aliases("/usr/bin/ls", aliases) + _packages.path_aliases("/bin/ls", aliases)))
+    db = _packages.package_owners("/", names + ["/bin/sh"])
     assert db.backend == "dpkg"
     assert db.lookup(names)[0] == "coreutils"
-    row = pf.Row("00000000-0000-0000-0000-000000000000", "/usr/bin/ls", "link")
-    pf.ownership_gate(row, Settings(policy={"ownership_strict": True}).policy, names, os.lstat("/usr/bin/ls"), db)
+    row = grow.Row("00000000-0000-0000-0000-000000000000", "/usr/bin/ls", "link")
+    gtarget.ownership_gate(row, Settings(policy={"ownership_strict": True}).policy, names, os.lstat("/usr/bin/ls"), db)
     assert row.data["provenance"]["pkg"] == "coreutils" and row.data["provenance"]["uid"] == 0
     assert row.data["stops"] == []
     if subprocess.run([DPKG_DIVERT, "--listpackage", "/bin/sh"], stdout=subprocess.PIPE, check=False).stdout.strip():
@@ -432,6 +458,29 @@ def test_rescue_tools_replaced_by_the_plan_do_not_count_and_only_their_rows_stop
 
     rows, _err, _w, _r = check(sb, links, require_rescue=True, rescue_min_count=5)
     assert all(r["policy_ok"] for r in rows.values())
+
+
+def test_rescue_tools_are_found_only_inside_root_and_every_hop_is_checked(sb, monkeypatch, tmp_path):
+    """A PATH entry or tool symlink that names a host path (absolute text is taken inside root) or climbs above root
+    finds nothing; a chain inside root counts unless one of its hops is a target of the plan."""
+    host = str(tmp_path / "hosttools")
+    os.makedirs(host)
+    for n in SIX:
+        with open(os.path.join(host, n), "wb") as f:
+            f.write(SCRIPT)
+        os.chmod(os.path.join(host, n), 0o755)
+    os.makedirs(sb.host("/usr/rescue"))
+    os.symlink(host + "/cp", sb.host("/usr/rescue/cp"))
+    os.symlink("../" * 20 + host.lstrip("/") + "/mv", sb.host("/usr/rescue/mv"))
+    os.symlink(host, sb.host("/usr/esc"))
+    sb.file("/opt/real/ls")
+    os.symlink("../../opt/real/ls", sb.host("/usr/rescue/ls"))
+    sb.file("/usr/bin/rm")
+    os.symlink("/usr/bin/rm", sb.host("/usr/rescue/rm"))
+    monkeypatch.setenv("PATH", "/usr/rescue:/usr/esc")
+    row = only_row(check(sb, [sb.link("rm")], require_rescue=True)[0])
+    assert row["rescue"]["tools"] == ["ls"] and row["rescue"]["replaced"] == {"rm": "/usr/bin/rm"}
+    assert knobs(row) == ["require_rescue"] and "takes rescue tool rm away" in row["stops"][0]["msg"]
 
 
 def test_busybox_alone_is_a_rescue_toolset(sb, monkeypatch):
@@ -522,6 +571,33 @@ def test_restore_readiness_needs_a_complete_backup_whose_hash_verifies(sb):
     assert row["restore_ready"] is False and row["stops"][0]["error_id"] == "E_RESTORE_FAILED"
 
 
+def test_restore_and_its_readiness_gate_choose_the_backup_the_same_way(sb):
+    """One selection (backup.select_backup): with one complete backup, latest is ready and previous is missing,
+    in the gate's row and in the restore's error alike."""
+    link = sb.link("tool")
+    _rep, aerr, _w = apply(Settings(root=sb.root), [link])
+    assert aerr is None
+
+    def restore_row(which):
+        report, _err, _w = preflight(Settings(root=sb.root), restores=[link["target"]], which=which,
+                                     fail_on_stop=False)
+        assert validation_errors(report) == []
+        return only_row(dict(((r["path"], r["op"]), r) for r in entries(report)))
+
+    assert restore_row("latest")["restore_ready"] is True
+    stem = "no complete previous backup of /usr/bin/tool (found 1 complete backup)"
+    row = restore_row("previous")
+    assert row["restore_ready"] is False and row["stops"][0]["error_id"] == "E_BACKUP_MISSING"
+    assert row["stops"][0]["msg"].startswith(stem + "; nothing to restore from.")
+    _rep, err, _w = restore(Settings(root=sb.root), targets=[link["target"]], which="previous")
+    assert err.error_id == "E_BACKUP_MISSING" and stem + "; nothing to restore from." in err.msg
+    # Past an overridden STOP the restore itself selects again, the same way.
+    _rep, err, _w = restore(Settings(root=sb.root, policy={"override_preflight": True}), targets=[link["target"]],
+                            which="previous")
+    assert err.error_id == "E_BACKUP_MISSING" and err.msg == stem + "; nothing was changed"
+    assert os.readlink(link["target"]) == "/opt/prov/bin/tool"  # nothing was changed
+
+
 def test_backup_dir_is_probed_with_the_target_directory_and_another_mount_stops(sb, tmpfs):
     link = sb.link("tool")
     row = only_row(check(sb, [link], backup_dir="/var/backups/sw")[0])
@@ -601,7 +677,12 @@ def test_already_swapped_target_needs_no_writable_mount(sb, tmpfs):
 def test_docs_name_every_knob_a_stop_can_name():
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(here))))
-    src = open(pf.__file__.replace(".pyc", ".py")).read()
+    # Every gate, and the probes whose messages a row carries (extra_mount_checks, PATH, package databases).
+    gates = os.path.dirname(os.path.abspath(grow.__file__))
+    probes = os.path.join(os.path.dirname(gates), "_probes")
+    files = [os.path.join(gates, f) for f in sorted(os.listdir(gates)) if f.endswith(".py")]
+    files += [os.path.join(probes, f) for f in ("mounts.py", "packages.py", "rescue.py")]
+    src = "".join(open(f).read() for f in files)
     named = set(re.findall(r"policy\.([a-z_]+)", src)) & set(KNOBS)
     assert {"override_preflight", "suid_sgid", "hardlinks", "source_trust", "require_rescue"} <= named
     docs = open(os.path.join(repo, "docs", "preflight.md")).read()
