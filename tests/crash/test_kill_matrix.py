@@ -162,11 +162,15 @@ def _kill_at_random(proc, sb, rng, window):
 
 @pytest.mark.parametrize("batch", range(3))
 def test_random_kills_of_apply(sandbox, batch):
-    """10 kills per batch at random instants of a whole apply process."""
+    """10 kills per batch at random instants of a whole apply process.  At least one must land inside a plan
+    (leave an unfinished journal); on a loaded machine the calibrated window drifts, so up to 20 more kills are
+    made until one has (each of them is checked and recovered like the first 10)."""
     rng = random.Random(SEED * 10 + batch)
     window = _calibrate(sandbox)
     landed = 0
-    for i in range(10):
+    for i in range(30):
+        if i >= 10 and landed:
+            break
         ctx = "seed=%d batch=%d kill=%d" % (SEED, batch, i)
         proc = ck.start_engine(sandbox, "apply", quiet=True)
         _kill_at_random(proc, sandbox, rng, window)
