@@ -35,8 +35,19 @@ def _kind(x):
     return type(x)
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def same(a, b):
     """JSON equality: equal values of the same JSON type (1 is not 1.0 nor true)."""
+    ta = type(a)
+    if ta is type(b):  # the usual case: both plain JSON values of one type, compared without _kind
+        if ta is dict:
+            return len(a) == len(b) and all(k in b and same(v, b[k]) for k, v in a.items())
+        if ta is list:
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if ta in _PLAIN:
+            return a == b
     if a is MISSING or b is MISSING or _kind(a) is not _kind(b):
         return False
     if isinstance(a, dict):
@@ -108,17 +119,19 @@ def _key(value):
 def _majority(values):
     """(value, count) of the most frequent value (first seen wins a tie)."""
     values = list(values)
-    if values and all(same(v, values[0]) for v in values):
+    if not values:
+        return MISSING, 0
+    if all(same(v, values[0]) for v in values):
         return values[0], len(values)  # the usual case, without serialising every value
     counts, first = {}, {}
     for v in values:
         k = _key(v)
-        counts[k] = counts.get(k, 0) + 1
-        first.setdefault(k, v)
-    if not counts:
-        return MISSING, 0
-    best = max(counts, key=lambda k: (counts[k], -list(first).index(k)))
-    return first[best], counts[best]
+        if k in counts:
+            counts[k] += 1
+        else:
+            counts[k], first[k] = 1, (len(first), v)  # first-seen order, for the tie
+    best = max(counts, key=lambda k: (counts[k], -first[k][0]))
+    return first[best][1], counts[best]
 
 
 def _rule_name(container, key):
