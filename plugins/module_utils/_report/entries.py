@@ -163,12 +163,13 @@ def _expand_entry_rules(stage, entry, absent):
             holder[key] = value  # shared here; expand_entries returns a copy
 
 
-def _shallow(entry):
-    out = dict(entry)
+def _own_nested(entry):
+    """The entry with its own copies of before/after/backup: compaction deletes fields from them, and the same
+    dicts may be held by an audit event or by the caller."""
     for k in NESTED_COMMON_KEYS:
-        if isinstance(out.get(k), dict):
-            out[k] = dict(out[k])
-    return out
+        if isinstance(entry.get(k), dict):
+            entry[k] = dict(entry[k])
+    return entry
 
 
 def _compact_entry(stage, entry):
@@ -224,10 +225,10 @@ def _compact_plan(entries):
 
 
 def compact_entries(stage, entries):
-    """(compacted entries, plan-level facts) of a verbose entry list, which stays as it was."""
-    # Compaction removes keys from the entries and from their before/after/backup: copy just those levels
-    # (the verbose entries stay as they were, for the events).
-    compacted = [_compact_entry(stage, _shallow(e)) for e in entries]
+    """(compacted entries, plan-level facts) of a verbose entry list.  The entry dicts are compacted in place (the
+    caller hands them over; a copy of every entry doubled the report's peak memory); their before/after/backup
+    are copied first, as other holders may share them."""
+    compacted = [_compact_entry(stage, _own_nested(e)) for e in entries]
     return compacted, _compact_plan(compacted)
 
 

@@ -30,12 +30,13 @@ def compact_report(rep):
     key = ENTRY_KEYS.get(rep.get("stage"))
     entries = rep.get(key) if key else None
     full = entries if isinstance(entries, list) else []
+    # Events first: they are compacted against the verbose entries, which are then compacted in place.
+    maps = _index_maps(full)
+    rep["events"] = _group([compact_event(ev, rep, full, i, maps) for i, ev in enumerate(rep.get("events", []))])
     if isinstance(entries, list):
         rep[key], plan = compact_entries(rep["stage"], entries)
         if plan:
             rep["plan"] = plan
-    maps = _index_maps(full)
-    rep["events"] = _group([compact_event(ev, rep, full, i, maps) for i, ev in enumerate(rep.get("events", []))])
     return rep
 
 

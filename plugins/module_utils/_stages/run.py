@@ -132,12 +132,13 @@ def file_state(dir_fd, name, st=None):
 
 
 def merge_rows(rows, entries, key):
-    """One entry per action: its preflight row's findings, then its decision and result (docs/facts.md)."""
+    """One entry per action: its preflight row's findings, then its decision and result (docs/facts.md).  The
+    rows become the entries (updated in place: no second copy of every row)."""
     by_key = dict((r[key], r) for r in rows if r.get(key) is not None)
     merged, seen = [], set()
     for e in entries:
         row = by_key.get(e.get(key))
-        m = dict(row) if row is not None else {}
+        m = row if row is not None else {}
         m.update(e)
         if row is not None:
             seen.add(e.get(key))
