@@ -242,8 +242,8 @@ def main(argv=None):
             len(tools), args.repeat, " | ".join("N=%d" % n for n in sizes)))
         print("|---|" + "---:|" * len(sizes))
         for name in results[sizes[0]]:
-            print("| %s | %s |" % (name, " | ".join("%.1f s (%.2fx)" % (results[n][name], results[n][name] / results[n][EMPTY_ROW])
-                                                    for n in sizes)))
+            print("| %s | %s |" % (name, " | ".join(
+                "%.1f s (%.2fx)" % (results[n][name], results[n][name] / results[n][EMPTY_ROW]) for n in sizes)))
         print()
         print("load average at the end: %.1f %.1f %.1f, %d cores" % (load + (os.cpu_count(),)))
     finally:
