@@ -125,11 +125,12 @@ class Bench(object):
             f.write(text)
         return path
 
-    def timed(self, playbook, extra_vars=None):
+    def timed(self, playbook, extra_vars=None, collections=None):
         ev = {"tools": self.tools, "target_hosts": "fleet"}
         ev.update(extra_vars or {})
         t0 = time.monotonic()
-        res = self.fleet.playbook(playbook, extra_vars=ev)
+        res = self.fleet.playbook(playbook, extra_vars=ev,
+                                  env={"ANSIBLE_COLLECTIONS_PATH": collections} if collections else None)
         secs = time.monotonic() - t0
         bad = {h: s for h, s in res.recap.items() if s.get("failed") or s.get("unreachable")}
         if res.returncode != 0 or bad or len(res.recap) != len(self.fleet):
@@ -153,7 +154,7 @@ class Bench(object):
             "%s.orig %s.orig.*~ .%s.switchyard.*.bak*" % (t, t, t) for t in self.tools)
         self.fleet.run_all(cmd)
 
-    def run(self, repeat, builtin=True, canary=True):
+    def run(self, repeat, builtin=True, canary=True, baseline=None):
         pb_empty = self.write("empty.yml", EMPTY)
         pb_base = self.write("baseline-swap.yml", BASELINE_SWAP)
         pb_back = self.write("baseline-back.yml", BASELINE_BACK)
@@ -171,6 +172,13 @@ class Bench(object):
             add("collection: rollback playbook", self.timed("switchyard.fs.rollback"))
             self.check(False)
             self.clean()
+            if baseline:
+                add("baseline checkout: swap playbook, production, one batch", self.timed(
+                    "switchyard.fs.swap", {"swap_batches": "100%"}, collections=baseline))
+                self.check(True)
+                add("baseline checkout: rollback playbook", self.timed("switchyard.fs.rollback", collections=baseline))
+                self.check(False)
+                self.clean()
             add(EMPTY_ROW, self.timed(pb_empty))
 
             if builtin:
@@ -207,10 +215,17 @@ def main(argv=None):
     ap.add_argument("--base-port", type=int, default=25000)
     ap.add_argument("--no-builtin", action="store_true", help="skip the copy+file rows")
     ap.add_argument("--no-canary", action="store_true", help="skip the canary-batches row")
+    ap.add_argument("--baseline", metavar="DIR", help="also run the swap and rollback playbooks of the collection "
+                    "checked out in DIR, right after this one's (rows 'baseline checkout'): before/after in one run")
     args = ap.parse_args(argv)
     sizes = args.hosts or [5]
     tools = ALL_TOOLS[:args.tools]
     ensure_collection_link()
+    baseline = None
+    if args.baseline:
+        baseline = os.path.join(REPO, ".build", "collections-baseline-%d" % os.getpid())
+        os.makedirs(os.path.join(baseline, "ansible_collections", "switchyard"))
+        os.symlink(os.path.abspath(args.baseline), os.path.join(baseline, "ansible_collections", "switchyard", "fs"))
     workdir = os.path.join(REPO, ".build", "bench-fleet-%d" % os.getpid())
     os.makedirs(workdir)
     try:
@@ -229,7 +244,8 @@ def main(argv=None):
                 if res.returncode != 0:
                     raise SystemExit("ping failed:\n" + res.stdout[-2000:])
                 b = Bench(f, tools, f.workdir)
-                results[n] = b.run(args.repeat, builtin=not args.no_builtin, canary=not args.no_canary)
+                results[n] = b.run(args.repeat, builtin=not args.no_builtin, canary=not args.no_canary,
+                                   baseline=baseline)
             finally:
                 f.stop()
             for name, secs in results[n].items():
@@ -248,6 +264,8 @@ def main(argv=None):
         print("load average at the end: %.1f %.1f %.1f, %d cores" % (load + (os.cpu_count(),)))
     finally:
         fleetlib._rmtree(workdir)
+        if baseline:
+            fleetlib._rmtree(baseline)
 
 
 if __name__ == "__main__":
