@@ -573,7 +573,7 @@ def report(args, rows, empties, load_before, load_after, total):
     print("-" * len(hdr))
     if empties:
         print("%-27s %6s %8.2f %8.2f %11s %7s %7s %10s %7s %7s %7s   (runs: %s)" % (
-            "empty playbook (1 debug)", 0, empty, 1.0, "-", "-", _med([e.fsyncs for e in empties]), "-", "-", "-",
+            "empty playbook (1 debug)", 0, empty, 1.0, "-", "-", _fsync_text(empties), "-", "-", "-",
             _mb(_med([e.controller_kb for e in empties])), " ".join("%.2f" % e.wall for e in empties)))
     per_link = {}
     summary = {}
