@@ -129,9 +129,12 @@ def run_module(spec, stage, call):
     result = {"changed": bool(report.pop("changed", False)), "plan_id": report["plan_id"],
               "ansible_facts": {FACT_KEY[stage]: report}}
     # Only apply and restore support diff mode (the module documentation says so for preflight and prune).
-    diff = _diff(report) if stage in ("apply", "restore") else None
-    if module._diff and diff:
+    diff = _diff(report) if module._diff and stage in ("apply", "restore") else None
+    if diff:
         result["diff"] = diff
+    invocation = _invocation(module, report)
+    if invocation is not None:
+        result["invocation"] = invocation
     rolled = report.get("rolled_back_paths", [])
     if err is not None:
         result.update(msg=_failure_msg(stage, report, err), error_id=err.error_id, exit_code=err.exit_code,
@@ -141,6 +144,27 @@ def run_module(spec, stage, call):
         module.fail_json(**result)
     result["msg"] = _success_msg(stage, report)
     module.exit_json(**result)
+
+
+def _invocation(module, report):
+    """Ansible's echo of the arguments (result.invocation, shown at -vvv) with `links` as a count when the report
+    already lists every link as an entry (in-root path and source: report.root + path is the target); None (the
+    full echo) otherwise. The echo would repeat every link, at about half the size of the report itself."""
+    links = module.params.get("links")
+    root = report.get("root")
+    if not links or not isinstance(root, str):
+        return None
+    prefix = root.rstrip("/")
+    listed = set((e.get("path"), e.get("source")) for e in expand_entries(report))
+    for link in links:
+        target, source = link.get("target") or "", link.get("source") or ""
+        if not (target.startswith(prefix + "/") and source.startswith(prefix + "/")
+                and (target[len(prefix):], source[len(prefix):]) in listed):
+            return None
+    args = dict(module.params)
+    args["links"] = "%d link(s), each an entry of ansible_facts.%s (path and source inside root)" % (
+        len(links), STAGE_FACT[report["stage"]])
+    return {"module_args": args}
 
 
 # A failure message stays readable at default verbosity: at most this many names, and the engine's text cut at

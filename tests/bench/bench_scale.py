@@ -74,6 +74,8 @@ class Sandbox(object):
 
     def remove(self):
         shutil.rmtree(self.root, ignore_errors=True)
+        if os.path.exists(self.root + "-links.json"):
+            os.unlink(self.root + "-links.json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,8 +264,8 @@ def _controller_pids(marker):
 
 
 class Ansible(object):
-    def __init__(self, base):
-        self.dir = os.path.join(base, "ansible")
+    def __init__(self, base, collections_root=None, name="ansible"):
+        self.dir = os.path.join(base, name)
         self.tmp = os.path.join(self.dir, "tmp")
         os.makedirs(self.tmp)
         self.meas = os.path.join(self.dir, "meas")
@@ -281,7 +283,7 @@ class Ansible(object):
             f.write("[sandbox]\nlocalhost ansible_connection=local ansible_python_interpreter=%s\n" % self.wrapper)
         self.env = dict(os.environ)
         self.env.update({
-            "ANSIBLE_COLLECTIONS_PATH": COLLECTIONS_ROOT,
+            "ANSIBLE_COLLECTIONS_PATH": collections_root or COLLECTIONS_ROOT,
             "ANSIBLE_STDOUT_CALLBACK": "default",
             "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -299,8 +301,12 @@ class Ansible(object):
     def run(self, tasks_yaml, n_items=None, budget=None, root=None):
         self.count += 1
         pb = os.path.join(self.dir, "playbook-%d.yml" % self.count)
+        vars_files = ""
+        if isinstance(tasks_yaml, tuple):  # (tasks, a variables file for the play)
+            tasks_yaml, vf = tasks_yaml
+            vars_files = "  vars_files: [%s]\n" % json.dumps(vf)
         with open(pb, "w") as f:
-            f.write("- hosts: localhost\n  gather_facts: false\n  tasks:\n" + tasks_yaml)
+            f.write("- hosts: localhost\n  gather_facts: false\n" + vars_files + "  tasks:\n" + tasks_yaml)
         for name in ("rss", "bytes"):
             open(os.path.join(self.meas, name), "w").close()
         trace = pb + ".strace"
@@ -388,9 +394,23 @@ def empty_tasks():
     return "    - ansible.builtin.debug:\n        msg: fixed overhead\n"
 
 
+def ping_tasks():
+    return "    - ansible.builtin.ping:\n"
+
+
+def true_tasks():
+    return "    - ansible.builtin.command: /bin/true\n      changed_when: false\n"
+
+
 def safe_apply_tasks(sb):
-    # The links go in as a variable file would: one JSON list, no per-item templating.
-    return ("    - switchyard.fs.safe_apply:\n        root: %s\n        links: %s\n" % (json.dumps(sb.root), _links_json(sb)))
+    # The links go in as a variables file (JSON, next to the sandbox root; the playbook's vars_files), as an
+    # inventory's group_vars would give them. Written into the playbook itself they made ansible-playbook parse
+    # 10,000 links as YAML: about 100 MB more peak RSS and seconds of parsing that are not the task's cost.
+    path = sb.root + "-links.json"
+    with open(path, "w") as f:
+        f.write('{"bench_links": %s}\n' % _links_json(sb))
+    return ("    - switchyard.fs.safe_apply:\n        root: %s\n        links: \"{{ bench_links }}\"\n" % json.dumps(sb.root),
+            path)
 
 
 def file_loop_tasks(sb):
@@ -426,6 +446,8 @@ def main(argv=None):
     ap.add_argument("--no-ansible", action="store_true", help="only the in-process engine and the syscall floor")
     ap.add_argument("--collection", metavar="DIR", help="benchmark the collection checked out in DIR instead of this one")
     ap.add_argument("--keep", action="store_true", help="keep .build/bench-scale-<pid>/")
+    ap.add_argument("--baseline", metavar="DIR", help="also run each safe_apply size with the collection checked out "
+                    "in DIR, interleaved with this one (rows 'safe_apply, baseline'): before/after in one run")
     args = ap.parse_args(argv)
     if args.child:
         return child_main(*args.child)
@@ -445,6 +467,12 @@ def main(argv=None):
         os.makedirs(os.path.join(COLLECTIONS_ROOT, "ansible_collections", "switchyard"))
         os.symlink(os.path.abspath(args.collection),
                    os.path.join(COLLECTIONS_ROOT, "ansible_collections", "switchyard", "fs"))
+    baseline_root = None
+    if args.baseline:
+        baseline_root = os.path.join(base, "collections-baseline")
+        os.makedirs(os.path.join(baseline_root, "ansible_collections", "switchyard"))
+        os.symlink(os.path.abspath(args.baseline),
+                   os.path.join(baseline_root, "ansible_collections", "switchyard", "fs"))
     counter = [0]
 
     def fresh(n):
@@ -456,21 +484,40 @@ def main(argv=None):
     try:
         load_before = os.getloadavg()
         ans = None if args.no_ansible else Ansible(base)
+        old = Ansible(base, baseline_root, "ansible-baseline") if (ans is not None and baseline_root) else None
         if ans is not None:
             ans.run(empty_tasks())  # warm-up, not counted: page cache of ansible and the collection
-            sb = fresh(10)
-            ans.run(safe_apply_tasks(sb))
-            sb.remove()
+            for a in (ans, old) if old else (ans,):
+                sb = fresh(10)
+                a.run(safe_apply_tasks(sb))
+                sb.remove()
+            # Ansible's own floor for one module task: ping and command (each one module process on the host).
+            pings, trues = [], []
+            for _rep in range(args.repeats):
+                pings.append(ans.run(ping_tasks()))
+                trues.append(ans.run(true_tasks()))
+                empties.append(ans.run(empty_tasks()))
+            rows.append(("ansible.builtin.ping", 0, pings))
+            rows.append(("command: /bin/true", 0, trues))
             for n in sizes:
-                runs = []
+                runs, old_runs = [], []
                 for _rep in range(args.repeats if n < 5000 else 1):
                     sb = fresh(n)
                     runs.append(ans.run(safe_apply_tasks(sb), root=sb.root))
                     sb.verify()
                     sb.remove()
                     empties.append(ans.run(empty_tasks()))
+                    if old is not None:
+                        sb = fresh(n)
+                        old_runs.append(old.run(safe_apply_tasks(sb), root=sb.root))
+                        sb.verify()
+                        sb.remove()
                 rows.append(("safe_apply, 1 task", n, runs))
-                print("  ... safe_apply %d links: %s s" % (n, " ".join("%.2f" % r.wall for r in runs)), file=sys.stderr)
+                if old_runs:
+                    rows.append(("safe_apply, baseline", n, old_runs))
+                print("  ... safe_apply %d links: %s s%s" % (n, " ".join("%.2f" % r.wall for r in runs), (
+                    "; baseline %s s" % " ".join("%.2f" % r.wall for r in old_runs)) if old_runs else ""),
+                    file=sys.stderr)
             if args.loop_links:
                 n = args.loop_links
                 sb = fresh(n)
@@ -515,6 +562,8 @@ def report(args, rows, empties, load_before, load_after, total):
     print("switchyard.fs bench_scale (issue 14): %d B per target, all targets in one directory, fresh sandbox root per run"
           % args.size)
     print("collection %s" % os.path.realpath(os.path.join(COLLECTIONS_ROOT, "ansible_collections", "switchyard", "fs")))
+    if args.baseline:
+        print("baseline collection (rows 'safe_apply, baseline', interleaved run by run) %s" % os.path.realpath(args.baseline))
     print("python %s; target python %s; ANSIBLE_PIPELINING off; fs %s; %d CPUs; loadavg(1m) %.2f before, %.2f after"
           % (sys.version.split()[0], TARGET_PYTHON, ba._fstype(REPO), os.cpu_count() or 0, load_before[0], load_after[0]))
     print()
@@ -524,17 +573,17 @@ def report(args, rows, empties, load_before, load_after, total):
     print("-" * len(hdr))
     if empties:
         print("%-27s %6s %8.2f %8.2f %11s %7s %7s %10s %7s %7s %7s   (runs: %s)" % (
-            "empty playbook (1 debug)", 0, empty, 1.0, "-", "-", _med([e.fsyncs for e in empties]), "-", "-", "-",
+            "empty playbook (1 debug)", 0, empty, 1.0, "-", "-", _fsync_text(empties), "-", "-", "-",
             _mb(_med([e.controller_kb for e in empties])), " ".join("%.2f" % e.wall for e in empties)))
     per_link = {}
     summary = {}
     notes = []
     for label, n, runs in rows:
         wall = _med([r.wall for r in runs])
-        in_ansible = runs[0].controller_kb is not None or label.startswith(("safe_apply", "file", "copy"))
+        in_ansible = runs[0].controller_kb is not None or label.startswith(("safe_apply", "file", "copy", "ansible.", "command"))
         above = (wall - empty) if (in_ansible and empty is not None) else wall
-        ms = above * 1000.0 / n
-        if label.startswith("safe_apply"):
+        ms = above * 1000.0 / n if n else None
+        if label == "safe_apply, 1 task":
             per_link[n] = ms
         rb = _med([r.report_bytes for r in runs])
         star = "*" if any(r.note for r in runs) else ""
@@ -543,8 +592,8 @@ def report(args, rows, empties, load_before, load_after, total):
         mod_s = _med([r.module_s for r in runs])
         print("%-27s %6d %8.2f %8s %11s %7s %7s %10s %7s %7s %7s%s" % (
             label + star, n, wall, ("%.2f" % (wall / empty)) if (in_ansible and empty) else "-",
-            "%.3f" % ms, ("%.2f" % mod_s) if mod_s is not None else "-",
-            _fsync_text(runs), rb if rb else "-", ("%.0f" % (rb / float(n))) if rb else "-",
+            ("%.3f" % ms) if ms is not None else "-", ("%.2f" % mod_s) if mod_s is not None else "-",
+            _fsync_text(runs), rb if rb else "-", ("%.0f" % (rb / float(n))) if (rb and n) else "-",
             _mb(_med([r.module_kb for r in runs])), _mb(_med([r.controller_kb for r in runs])),
             ("   (runs: %s)" % " ".join("%.2f" % r.wall for r in runs)) if len(runs) > 1
             else ("   (cpu %.2f s)" % runs[0].cpu) if runs[0].cpu is not None else ""))
@@ -586,8 +635,9 @@ def report(args, rows, empties, load_before, load_after, total):
     sizes_b = [(n, b) for n, b in sizes_b if b]
     if sizes_b:
         worst = max(b / float(n) for n, b in sizes_b)
-        print("  report <= 400 bytes/link: %s -> %s (the module's whole result: the report plus Ansible's own "
-              "invocation echo of the links, about 175 B/link; the report alone: tests/unit/.../test_compact_report.py)"
+        print("  report <= 400 bytes/link: %s -> %s (the module's whole result: the report, Ansible's own result keys "
+              "and its invocation echo, which gives the links as a count when the report lists each of them; the report "
+              "alone: tests/unit/.../test_compact_report.py)"
               % (", ".join("%d B/link at %d" % (b / n, n) for n, b in sorted(sizes_b)), verdict(worst <= 400)))
     if 200 in sa:
         fs = _med([r.fsyncs for r in sa[200][1]])

@@ -77,6 +77,16 @@ BASELINE_BACK = """\
       loop: "{{ tools }}"
 """
 
+EMPTY = """\
+- name: Empty playbook
+  hosts: fleet
+  gather_facts: false
+  tasks:
+    - name: One debug task
+      ansible.builtin.debug:
+        msg: fixed overhead
+"""
+
 MODULE_ONLY = """\
 - name: One safe_apply task
   hosts: fleet
@@ -86,6 +96,9 @@ MODULE_ONLY = """\
       switchyard.fs.safe_apply:
         links: "{{ links }}"
 """
+
+
+EMPTY_ROW = "empty playbook (one debug task; median)"
 
 
 def ensure_collection_link():
@@ -112,11 +125,12 @@ class Bench(object):
             f.write(text)
         return path
 
-    def timed(self, playbook, extra_vars=None):
+    def timed(self, playbook, extra_vars=None, collections=None):
         ev = {"tools": self.tools, "target_hosts": "fleet"}
         ev.update(extra_vars or {})
         t0 = time.monotonic()
-        res = self.fleet.playbook(playbook, extra_vars=ev)
+        res = self.fleet.playbook(playbook, extra_vars=ev,
+                                  env={"ANSIBLE_COLLECTIONS_PATH": collections} if collections else None)
         secs = time.monotonic() - t0
         bad = {h: s for h, s in res.recap.items() if s.get("failed") or s.get("unreachable")}
         if res.returncode != 0 or bad or len(res.recap) != len(self.fleet):
@@ -140,7 +154,8 @@ class Bench(object):
             "%s.orig %s.orig.*~ .%s.switchyard.*.bak*" % (t, t, t) for t in self.tools)
         self.fleet.run_all(cmd)
 
-    def run(self, repeat):
+    def run(self, repeat, builtin=True, canary=True, baseline=None):
+        pb_empty = self.write("empty.yml", EMPTY)
         pb_base = self.write("baseline-swap.yml", BASELINE_SWAP)
         pb_back = self.write("baseline-back.yml", BASELINE_BACK)
         pb_mod = self.write("module-only.yml", MODULE_ONLY)
@@ -150,18 +165,28 @@ class Bench(object):
             rows.setdefault(name, []).append(secs)
 
         for _unused in range(repeat):
+            add(EMPTY_ROW, self.timed(pb_empty))
             add("collection: swap playbook, production, one batch", self.timed(
                 "switchyard.fs.swap", {"swap_batches": "100%"}))
             self.check(True)
             add("collection: rollback playbook", self.timed("switchyard.fs.rollback"))
             self.check(False)
             self.clean()
+            if baseline:
+                add("baseline checkout: swap playbook, production, one batch", self.timed(
+                    "switchyard.fs.swap", {"swap_batches": "100%"}, collections=baseline))
+                self.check(True)
+                add("baseline checkout: rollback playbook", self.timed("switchyard.fs.rollback", collections=baseline))
+                self.check(False)
+                self.clean()
+            add(EMPTY_ROW, self.timed(pb_empty))
 
-            add("copy backup=yes + file state=link, per binary", self.timed(pb_base))
-            self.check(True)
-            add("copy .orig back, per binary", self.timed(pb_back))
-            self.check(False)
-            self.clean()
+            if builtin:
+                add("copy backup=yes + file state=link, per binary", self.timed(pb_base))
+                self.check(True)
+                add("copy .orig back, per binary", self.timed(pb_back))
+                self.check(False)
+                self.clean()
 
             links = [{"source": "%s/%s" % (UUTILS_DIR, t), "target": "/usr/bin/%s" % t} for t in self.tools]
             add("collection: one safe_apply task (default preset, no smoke)", self.timed(pb_mod, {"links": links}))
@@ -169,13 +194,16 @@ class Bench(object):
             self.timed("switchyard.fs.rollback")
             self.check(False)
             self.clean()
+            add(EMPTY_ROW, self.timed(pb_empty))
 
-            add("collection: swap playbook, canary batches 1,25%,100%", self.timed("switchyard.fs.swap"))
-            self.check(True)
-            self.timed("switchyard.fs.rollback")
-            self.check(False)
-            self.clean()
-        return {k: min(v) for k, v in rows.items()}
+            if canary:
+                add("collection: swap playbook, canary batches 1,25%,100%", self.timed("switchyard.fs.swap"))
+                self.check(True)
+                self.timed("switchyard.fs.rollback")
+                self.check(False)
+                self.clean()
+        # The empty playbook runs three times per repeat, around the others: its median is the ratios' base.
+        return {k: (sorted(v)[len(v) // 2] if k == EMPTY_ROW else min(v)) for k, v in rows.items()}
 
 
 def main(argv=None):
@@ -185,10 +213,19 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the minimum is printed")
     ap.add_argument("--bases-from", help="reuse WORKDIR/bases built by `fleet.py build`")
     ap.add_argument("--base-port", type=int, default=25000)
+    ap.add_argument("--no-builtin", action="store_true", help="skip the copy+file rows")
+    ap.add_argument("--no-canary", action="store_true", help="skip the canary-batches row")
+    ap.add_argument("--baseline", metavar="DIR", help="also run the swap and rollback playbooks of the collection "
+                    "checked out in DIR, right after this one's (rows 'baseline checkout'): before/after in one run")
     args = ap.parse_args(argv)
     sizes = args.hosts or [5]
     tools = ALL_TOOLS[:args.tools]
     ensure_collection_link()
+    baseline = None
+    if args.baseline:
+        baseline = os.path.join(REPO, ".build", "collections-baseline-%d" % os.getpid())
+        os.makedirs(os.path.join(baseline, "ansible_collections", "switchyard"))
+        os.symlink(os.path.abspath(args.baseline), os.path.join(baseline, "ansible_collections", "switchyard", "fs"))
     workdir = os.path.join(REPO, ".build", "bench-fleet-%d" % os.getpid())
     os.makedirs(workdir)
     try:
@@ -207,23 +244,28 @@ def main(argv=None):
                 if res.returncode != 0:
                     raise SystemExit("ping failed:\n" + res.stdout[-2000:])
                 b = Bench(f, tools, f.workdir)
-                results[n] = b.run(args.repeat)
+                results[n] = b.run(args.repeat, builtin=not args.no_builtin, canary=not args.no_canary,
+                                   baseline=baseline)
             finally:
                 f.stop()
             for name, secs in results[n].items():
-                print("N=%-3d K=%-3d %-62s %7.1f s" % (n, len(tools), name, secs))
+                print("N=%-3d K=%-3d %-62s %7.1f s  %5.2fx empty" % (n, len(tools), name, secs,
+                                                                   secs / results[n][EMPTY_ROW]))
             sys.stdout.flush()
         load = os.getloadavg()
         print()
-        print("| what (K=%d binaries, wall time, min of %d) | %s |" % (
+        print("| what (K=%d binaries, wall time, min of %d; x the empty playbook of the same size) | %s |" % (
             len(tools), args.repeat, " | ".join("N=%d" % n for n in sizes)))
         print("|---|" + "---:|" * len(sizes))
         for name in results[sizes[0]]:
-            print("| %s | %s |" % (name, " | ".join("%.1f s" % results[n][name] for n in sizes)))
+            print("| %s | %s |" % (name, " | ".join(
+                "%.1f s (%.2fx)" % (results[n][name], results[n][name] / results[n][EMPTY_ROW]) for n in sizes)))
         print()
         print("load average at the end: %.1f %.1f %.1f, %d cores" % (load + (os.cpu_count(),)))
     finally:
         fleetlib._rmtree(workdir)
+        if baseline:
+            fleetlib._rmtree(baseline)
 
 
 if __name__ == "__main__":
