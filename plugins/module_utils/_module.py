@@ -13,7 +13,7 @@ from ansible_collections.switchyard.fs.plugins.module_utils._errors import Switc
 from ansible_collections.switchyard.fs.plugins.module_utils.engine import Settings
 from ansible_collections.switchyard.fs.plugins.module_utils._policy import KNOBS, PRESETS
 from ansible_collections.switchyard.fs.plugins.module_utils._facts import FACT_KEY
-from ansible_collections.switchyard.fs.plugins.module_utils._report.entries import expand_entries
+from ansible_collections.switchyard.fs.plugins.module_utils._report.entries import ENTRY_KEYS, expand_entries
 
 
 def _knob_spec(name):
@@ -155,7 +155,8 @@ def _invocation(module, report):
     if not links or not isinstance(root, str):
         return None
     prefix = root.rstrip("/")
-    listed = set((e.get("path"), e.get("source")) for e in expand_entries(report))
+    # path and source are never elided from a compact entry (docs/facts.md), so no expansion is needed here.
+    listed = set((e.get("path"), e.get("source")) for e in report.get(ENTRY_KEYS.get(report.get("stage")), ()) or ())
     for link in links:
         target, source = link.get("target") or "", link.get("source") or ""
         if not (target.startswith(prefix + "/") and source.startswith(prefix + "/")
@@ -163,7 +164,7 @@ def _invocation(module, report):
             return None
     args = dict(module.params)
     args["links"] = "%d link(s), each an entry of ansible_facts.%s (path and source inside root)" % (
-        len(links), STAGE_FACT[report["stage"]])
+        len(links), FACT_KEY[report["stage"]])
     return {"module_args": args}
 
 
