@@ -249,8 +249,8 @@ def main(argv=None):
             finally:
                 f.stop()
             for name, secs in results[n].items():
-                print("N=%-3d K=%-3d %-62s %7.1f s  %5.2fx empty" % (n, len(tools), name, secs,
-                                                                   secs / results[n][EMPTY_ROW]))
+                print("N=%-3d K=%-3d %-62s %7.1f s  %5.2fx empty"
+                      % (n, len(tools), name, secs, secs / results[n][EMPTY_ROW]))
             sys.stdout.flush()
         load = os.getloadavg()
         print()

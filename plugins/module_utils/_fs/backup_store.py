@@ -231,4 +231,3 @@ def load_sidecar(dir_fd, name, tag=None):
     finally:
         os.close(fd)
     return sc.parse_sidecar(b"".join(parts), name, tag)
-

@@ -278,8 +278,8 @@ def _back_up(run, o, bdir, batch):
 def _swap(run, o, batch):
     """Phase 2 for one action: exchange the new link with the backed-up entry (its directory synced by batch)."""
     swapped = swap.symlink_replace_at(o.target.parent_fd, o.target.name, o.link["source"], run.run_id,
-                                    run.durability, expect=o.backup.expect, batch=batch,
-                                    expect_hash=o.backup.meta.get("payload_hash"))
+                                      run.durability, expect=o.backup.expect, batch=batch,
+                                      expect_hash=o.backup.meta.get("payload_hash"))
     o.swap_method = swapped.method
     # Its backup was made durable with the plan's (phase 1); skipped fsyncs (policy) make nothing durable.
     o.backup_durable = run.durability.durable

@@ -55,11 +55,11 @@ def link_rows(run, acts):
         gtarget.path_policy_gate(row, policy, la.link["target"], la.target.real_rel)
         # An already-swapped target is not written again, so only a changing one needs a writable mount.
         d["mount"] = gmounts.mount_verdict(row, "the target directory of %s" % la.link["target"],
-                                      dir_mount_status(mounts, la.target.parent_fd), not la.noop, True)
+                                           dir_mount_status(mounts, la.target.parent_fd), not la.noop, True)
         src_real, sst, smount = la.src_info
         # The source is only linked to and executed, never written: exec is required, rw is not (docs/preflight.md).
-        d["source_mount"] = gmounts.mount_verdict(row, "source %s of %s" % (la.link["source"], la.link["target"]), smount,
-                                             False, True)
+        d["source_mount"] = gmounts.mount_verdict(row, "source %s of %s" % (la.link["source"], la.link["target"]),
+                                                  smount, False, True)
         gsource.source_trust_gate(row, policy, la.link["source"], src_real, sst, run.s.root, run.root_fd)
         gmounts.extra_mount_gate(row, extra)
         if not la.noop:
@@ -191,8 +191,8 @@ def restore_row(run, action, which):
                 row.data["noop"] = bk.target_matches_backup(target, b, run.policy.preservation_tier)
                 if not row.data["noop"]:
                     # Restore writes a temp file in the target directory and renames it over the target.
-                    row.data["mount"] = gmounts.mount_gate(row, "the target directory of %s" % action.target, target.parent_fd,
-                                                      True, False)
+                    row.data["mount"] = gmounts.mount_gate(row, "the target directory of %s" % action.target,
+                                                           target.parent_fd, True, False)
                     gbackup.restore_target_gate(row, row.data["current_kind"])
                     gtarget.immutable_gate(row, run.policy, target.parent_fd, target.name)
                     if b.prior_kind == "file":

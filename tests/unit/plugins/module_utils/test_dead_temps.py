@@ -35,9 +35,9 @@ def _temp(dirfd, name, run_id, live=False):
 
 def test_a_dead_writers_temp_goes_and_a_live_writers_temp_stays(d):
     path, dirfd = d
-    dead, _ = _temp(dirfd, "ls", RUN_A)
+    dead, _fd = _temp(dirfd, "ls", RUN_A)
     live, live_fd = _temp(dirfd, "ls", RUN_B, live=True)
-    other, _ = _temp(dirfd, "cat", RUN_A)
+    other, _fd = _temp(dirfd, "cat", RUN_A)
     try:
         assert fs.remove_dead_temps(dirfd, "ls") == [dead]
         assert sorted(os.listdir(str(path))) == sorted([live, other])
@@ -58,7 +58,7 @@ def test_run_id_removes_every_temp_of_that_run_only_of_any_kind(d):
     link = fs.temp_name("ls", RUN_A)
     os.symlink("/usr/bin/x", link, dir_fd=dirfd)
     mine, mine_fd = _temp(dirfd, "ls", RUN_A, live=True)  # run_id says the run is over: its flock does not matter
-    theirs, _ = _temp(dirfd, "ls", RUN_B)
+    theirs, _fd = _temp(dirfd, "ls", RUN_B)
     try:
         assert sorted(fs.remove_dead_temps(dirfd, "ls", run_id=RUN_A)) == sorted([link, mine])
         assert os.listdir(str(path)) == [theirs]
@@ -68,7 +68,7 @@ def test_run_id_removes_every_temp_of_that_run_only_of_any_kind(d):
 
 def test_dry_run_lists_and_removes_nothing(d):
     path, dirfd = d
-    dead, _ = _temp(dirfd, "ls", RUN_A)
+    dead, _fd = _temp(dirfd, "ls", RUN_A)
     assert fs.remove_dead_temps(dirfd, "ls", run_id=RUN_A, dry_run=True) == [dead]
     assert fs.remove_dead_temps(dirfd, "ls", dry_run=True) == [dead]
     assert os.listdir(str(path)) == [dead]
@@ -77,7 +77,7 @@ def test_dry_run_lists_and_removes_nothing(d):
 def test_without_name_every_dead_temp_goes_and_nothing_else(d):
     """The journal directory's sweep: a journal temp of a crashed begin() goes; journals, live temps stay."""
     path, dirfd = d
-    dead, _ = _temp(dirfd, RUN_A + ".journal", RUN_A)
+    dead, _fd = _temp(dirfd, RUN_A + ".journal", RUN_A)
     live, live_fd = _temp(dirfd, RUN_B + ".journal", RUN_B, live=True)
     (path / (RUN_A + ".journal")).write_bytes(b"{}\n")
     try:
@@ -89,8 +89,8 @@ def test_without_name_every_dead_temp_goes_and_nothing_else(d):
 
 def test_entries_listed_earlier_are_used_instead_of_listing_again(d):
     path, dirfd = d
-    dead, _ = _temp(dirfd, "ls", RUN_A)
-    later, _ = _temp(dirfd, "ls", RUN_B)
+    dead, _fd = _temp(dirfd, "ls", RUN_A)
+    later, _fd = _temp(dirfd, "ls", RUN_B)
     assert fs.remove_dead_temps(dirfd, "ls", entries=[dead]) == [dead]
     assert os.listdir(str(path)) == [later]
 
@@ -105,7 +105,7 @@ def test_a_temp_on_a_read_only_filesystem_stays_without_failing(tmp_path):
     try:
         dirfd = os.open(str(mnt), os.O_RDONLY | os.O_DIRECTORY)
         try:
-            dead, _ = _temp(dirfd, "ls", RUN_A)
+            dead, _fd = _temp(dirfd, "ls", RUN_A)
             subprocess.check_call(["mount", "-o", "remount,ro", str(mnt)])
             assert fs.remove_dead_temps(dirfd) == []
             assert fs.remove_dead_temps(dirfd, "ls") == []

@@ -393,7 +393,7 @@ def test_exchange_detects_a_same_size_write_within_one_timestamp_tick(tmp_path):
         os.utime(str(d / "t"), ns=(inspected.st_atime_ns, inspected.st_mtime_ns))  # same tick, same size
         with pytest.raises(fs.EntryChanged):
             swap.symlink_replace_at(fd, "t", "/opt/prov/t", "0" * 36, durable.Durability(True), expect=inspected,
-                                  expect_hash=digest)
+                                    expect_hash=digest)
     finally:
         os.close(fd)
     assert (d / "t").read_bytes() == b"version 2"
