@@ -57,14 +57,17 @@ TAG = "switchyard"
 # Sandboxes
 
 class Sandbox(object):
-    def __init__(self, base, name, links, size):
+    """N targets f000.. in usr/bin and N sources in opt/prov/bin, distinct bytes each (bench_scale uses it too,
+    with five digits)."""
+
+    def __init__(self, base, name, links, size, digits=3):
         self.root = os.path.join(base, name)
         self.links = []
         for d in ("usr/bin", "opt/prov/bin"):
             os.makedirs(os.path.join(self.root, d))
         for i in range(links):
-            target = os.path.join(self.root, "usr/bin/f%03d" % i)
-            source = os.path.join(self.root, "opt/prov/bin/f%03d" % i)
+            target = os.path.join(self.root, "usr/bin/f%0*d" % (digits, i))
+            source = os.path.join(self.root, "opt/prov/bin/f%0*d" % (digits, i))
             for path, who in ((target, b"orig"), (source, b"prov")):
                 # Distinct bytes per file so every hash is real work, not a cached page of zeros.
                 seed = hashlib.sha256(b"%s-%d" % (who, i)).digest()
@@ -76,8 +79,11 @@ class Sandbox(object):
         # Make the test bytes durable before timing, so no variant pays for the setup's writeback.
         os.sync()
 
-    def verify(self, expect_backups):
-        """Every target is now a symlink to its in-root source; backups exist iff expected."""
+    def remove(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def verify(self, expect_backups=None):
+        """Every target is now a symlink to its in-root source; backups exist iff expected (None: not checked)."""
         bindir = os.path.join(self.root, "usr/bin")
         names = set(os.listdir(bindir))
         for link in self.links:
@@ -90,7 +96,7 @@ class Sandbox(object):
                 raise SystemExit("benchmark invalid: %s -> %s" % (target, text))
             name = os.path.basename(target)
             has = any(n.startswith(".%s.%s." % (name, TAG)) and n.endswith(".bak.meta.json") for n in names)
-            if has != expect_backups:
+            if expect_backups is not None and has != expect_backups:
                 raise SystemExit("benchmark invalid: backup sidecar for %s present=%s, expected %s"
                                  % (target, has, expect_backups))
 

@@ -47,37 +47,6 @@ TIME = "/usr/bin/time"
 FSYNC_RE = re.compile(r"\b(fsync|fdatasync|syncfs)\(")
 
 
-class Sandbox(object):
-    """N targets f00000.. in usr/bin and N sources in opt/prov/bin, distinct bytes each."""
-
-    def __init__(self, base, name, links, size):
-        self.root = os.path.join(base, name)
-        self.links = []
-        for d in ("usr/bin", "opt/prov/bin"):
-            os.makedirs(os.path.join(self.root, d))
-        for i in range(links):
-            target = os.path.join(self.root, "usr/bin/f%05d" % i)
-            source = os.path.join(self.root, "opt/prov/bin/f%05d" % i)
-            for path, who in ((target, b"orig"), (source, b"prov")):
-                seed = hashlib.sha256(b"%s-%d" % (who, i)).digest()
-                with open(path, "wb") as f:
-                    f.write((seed * (size // len(seed) + 1))[:size])
-                os.chmod(path, 0o755)
-            self.links.append({"source": source, "target": target})
-        os.sync()
-
-    def verify(self):
-        for link in self.links:
-            text = os.readlink(link["target"])  # raises if it is not a symlink
-            if text not in ("/" + os.path.relpath(link["source"], self.root), link["source"]):
-                raise SystemExit("benchmark invalid: %s -> %s" % (link["target"], text))
-
-    def remove(self):
-        shutil.rmtree(self.root, ignore_errors=True)
-        if os.path.exists(self.root + "-links.json"):
-            os.unlink(self.root + "-links.json")
-
-
 # ---------------------------------------------------------------------------------------------
 # Child-process variants: the engine in-process and the group-commit syscall floor
 
@@ -477,7 +446,7 @@ def main(argv=None):
 
     def fresh(n):
         counter[0] += 1
-        return Sandbox(base, "root-%02d" % counter[0], n, args.size)
+        return ba.Sandbox(base, "root-%02d" % counter[0], n, args.size, digits=5)
 
     rows = []  # (label, links, [Measured])
     empties = []
