@@ -316,8 +316,9 @@ def regular_file_problem(st):
 
 def makedirs_at(dirfd, rel_parts, mode=0o755, durability=None):
     """Open (creating as needed) a chain of directories under dirfd, never following symlinks.
-    Returns a new fd for the last one; the caller closes it.  With `durability`, the parent of
-    every directory created is fsynced, so a journal or backup inside it survives power loss."""
+    Returns a new fd for the last one; the caller closes it.  With `durability`, every directory created is
+    made durable (Durability.new_directory: by the next sync, before anything written inside it), so a journal
+    or backup inside it survives power loss."""
     fd = os.dup(dirfd)
     try:
         for part in rel_parts:
@@ -334,7 +335,7 @@ def makedirs_at(dirfd, rel_parts, mode=0o755, durability=None):
                 nfd = open_dir_at(fd, part)
                 if durability is not None:
                     try:
-                        durability.fsync(fd, "directory holding new directory %s" % part)
+                        durability.new_directory(fd, part)
                     except BaseException:
                         os.close(nfd)
                         raise

@@ -293,5 +293,5 @@ def _mkdir_at(dir_fd, name, mode, durability):
             raise
         return False
     if durability is not None:
-        durability.fsync(dir_fd, "directory holding new directory %s" % name)
+        durability.new_directory(dir_fd, name)
     return True

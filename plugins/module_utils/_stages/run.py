@@ -55,12 +55,17 @@ class Run(object):
 
     def close(self):
         _mounts.unpin_mount_table()
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-        if self.root_fd is not None:
-            os.close(self.root_fd)
-            self.root_fd = None
+        try:
+            self.durability.flush_new_directories()  # directories this run created and never synced after
+        except OSError:
+            pass  # nothing inside them was relied on; the next run that writes there syncs them again
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+            if self.root_fd is not None:
+                os.close(self.root_fd)
+                self.root_fd = None
 
     def state_dir(self, create):
         """<state_dir>/journal, beneath root (docs/security.md "Side paths"); None when absent and not create."""
