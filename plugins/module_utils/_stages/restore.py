@@ -146,7 +146,15 @@ def _restore_run(run, plan, which, prepared, results, rows):
         prepared[-1] = (target, bdir, b)
     run.events.attempt(len(items), run.lock_facts)
     # Decide every target before the first mutation: unchanged, or restored from which backup.
-    todo = [_decide(run, target, b, plan_id is not None) for target, _bdir, b in prepared if b is not None]
+    todo = []
+    for target, _bdir, b in prepared:
+        if b is None:
+            continue
+        try:
+            todo.append(_decide(run, target, b, plan_id is not None))
+        except OSError as e:  # e.g. EINVAL from readlink: the entry stopped being a symlink after its lstat
+            raise RestoreFailedError("%s changed while restore inspected it (%s); nothing was restored: retry when it "
+                                     "is quiet" % (target.rel, e.strerror or e), path=target.rel)
     err = None
     if run.check_mode:  # the one gate: check mode reports what the restore below would do
         for d in todo:

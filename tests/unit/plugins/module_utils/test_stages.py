@@ -87,3 +87,42 @@ def test_restore_of_a_plan_reports_its_immutable_check(tmp_path):
     assert e["result"] == "changed" and e["immutable_check"]["immutable"] is False
     assert e["immutable_detection_method"]
     assert not os.path.islink(sb.p("/usr/bin/ls"))
+
+
+def test_restore_of_a_target_that_stops_being_a_link_while_it_is_inspected_fails_cleanly(tmp_path, monkeypatch):
+    """Restore decides every target before touching any.  A package manager that renames a regular file over the
+    link between the decision's lstat and its readlink makes readlink fail with EINVAL: that is a clean
+    E_RESTORE_FAILED naming the target, with the new file left alone (found by tests/races/test_concurrent_writer.py,
+    1 cycle in 1,000, as a raw OSError out of restore()).  The file really is renamed over the link here, at the
+    one instant the race needs."""
+    from ansible_collections.switchyard.fs.plugins.module_utils._fs import atoms
+    from ansible_collections.switchyard.fs.plugins.module_utils._stages import restore as restore_stage
+    sb = make_sandbox(tmp_path)
+    link = sb.link("ls")
+    settings = Settings(root=sb.root)
+    ok(apply(settings, [link]))
+    target = link["target"]
+    real_readlink, real_decide = atoms.readlink_at, restore_stage._decide
+    armed = []
+
+    def racing_readlink(dir_fd, name):
+        if armed and name == "ls":
+            del armed[:]
+            with open(target + ".upgrade", "wb") as f:
+                f.write(b"upgraded ls\n")
+            os.rename(target + ".upgrade", target)  # the link is now a regular file; readlink fails for real
+        return real_readlink(dir_fd, name)
+
+    def deciding(*args, **kwargs):
+        armed.append(True)
+        return real_decide(*args, **kwargs)
+
+    monkeypatch.setattr(atoms, "readlink_at", racing_readlink)
+    monkeypatch.setattr(restore_stage, "_decide", deciding)
+    report, err, _warnings = restore(settings, targets=[target])
+    assert err is not None and err.error_id == "E_RESTORE_FAILED", err
+    assert "changed while restore inspected it" in err.msg and err.path == "/usr/bin/ls"
+    assert validation_errors(report) == []
+    with open(target, "rb") as f:
+        assert f.read() == b"upgraded ls\n"
+    assert len(sb.backups("ls")) == 1
