@@ -22,9 +22,6 @@ from ansible_collections.switchyard.fs.plugins.module_utils import _faults as fa
 FS_IMMUTABLE_FL = 0x10
 FS_APPEND_FL = 0x20
 
-# Test-only switch (_faults): pretend the ioctl is unsupported so the lsattr fallback runs for real.
-DISABLE_IOCTL_ENV = faults.DISABLE_IOCTL_ENV
-
 LSATTR_TIMEOUT = 10
 
 # errnos meaning "this filesystem or kernel does not answer FS_IOC_GETFLAGS"; anything else
@@ -151,7 +148,7 @@ def _probe(dirfd, open_name, proc_path, expected):
         if expected is not None and (st.st_dev, st.st_ino) != (expected.st_dev, expected.st_ino):
             return _unknown("entry changed while being probed")
         if faults.ioctl_disabled():
-            why = "FS_IOC_GETFLAGS disabled by %s=1" % DISABLE_IOCTL_ENV
+            why = "FS_IOC_GETFLAGS disabled by %s=1" % faults.DISABLE_IOCTL_ENV
         else:
             try:
                 flags = _ioctl_flags(fd)

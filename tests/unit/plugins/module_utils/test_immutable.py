@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from ansible_collections.switchyard.fs.plugins.module_utils import _faults
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
 
 # Resolved once: some tests take lsattr (and so chattr) off PATH.
@@ -33,14 +34,14 @@ def dirfd(tmp_path):
 
 @pytest.fixture
 def via_ioctl(monkeypatch):
-    monkeypatch.delenv(_immutable.DISABLE_IOCTL_ENV, raising=False)
+    monkeypatch.delenv(_faults.DISABLE_IOCTL_ENV, raising=False)
     return "ioctl"
 
 
 @pytest.fixture
 def via_lsattr(monkeypatch):
     assert shutil.which("lsattr"), "lsattr missing: run scripts/install-system-deps.sh (e2fsprogs)"
-    monkeypatch.setenv(_immutable.DISABLE_IOCTL_ENV, "1")
+    monkeypatch.setenv(_faults.DISABLE_IOCTL_ENV, "1")
     return "lsattr"
 
 
@@ -53,7 +54,7 @@ def method(request):
 def no_lsattr_on_path(monkeypatch, tmp_path):
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    monkeypatch.setenv(_immutable.DISABLE_IOCTL_ENV, "1")
+    monkeypatch.setenv(_faults.DISABLE_IOCTL_ENV, "1")
     monkeypatch.setenv("PATH", str(empty))
 
 

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.switchyard.fs.plugins.module_utils._probes import immutable as _immutable
+from ansible_collections.switchyard.fs.plugins.module_utils import _faults
 from ansible_collections.switchyard.fs.plugins.module_utils._gates import row as grow
 from ansible_collections.switchyard.fs.plugins.module_utils._gates import target as gtarget
 from ansible_collections.switchyard.fs.plugins.module_utils._probes import packages as _packages
@@ -157,7 +157,7 @@ def test_rows_are_sorted_by_path_and_a_summary_event_names_the_stop_paths(sb, ch
 
 @pytest.mark.parametrize("flag,field", [("i", "immutable"), ("a", "append_only")])
 def test_flagged_target_stops_via_ioctl(sb, chattr, monkeypatch, flag, field):
-    monkeypatch.delenv(_immutable.DISABLE_IOCTL_ENV, raising=False)
+    monkeypatch.delenv(_faults.DISABLE_IOCTL_ENV, raising=False)
     link = sb.link("tool")
     chattr(flag, link["target"])
     row = only_row(check(sb, [link])[0])
@@ -169,7 +169,7 @@ def test_flagged_target_stops_via_ioctl(sb, chattr, monkeypatch, flag, field):
 @pytest.mark.parametrize("flag,field", [("i", "immutable"), ("a", "append_only")])
 def test_flagged_target_stops_via_lsattr_when_the_ioctl_is_unavailable(sb, chattr, monkeypatch, flag, field):
     require(LSATTR, "lsattr (e2fsprogs)")
-    monkeypatch.setenv(_immutable.DISABLE_IOCTL_ENV, "1")
+    monkeypatch.setenv(_faults.DISABLE_IOCTL_ENV, "1")
     link = sb.link("tool")
     chattr(flag, link["target"])
     row = only_row(check(sb, [link])[0])
@@ -183,7 +183,7 @@ def no_flag_probe(monkeypatch, tmp_path):
     """Neither the ioctl (test switch) nor lsattr (empty PATH): the flags cannot be read."""
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    monkeypatch.setenv(_immutable.DISABLE_IOCTL_ENV, "1")
+    monkeypatch.setenv(_faults.DISABLE_IOCTL_ENV, "1")
     monkeypatch.setenv("PATH", str(empty))
 
 
