@@ -8,7 +8,8 @@ from __future__ import absolute_import, division, print_function
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.switchyard.fs.plugins.module_utils._facts import FACT_KEY, MODULE
-from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import ensure_validator, validation_errors
+from ansible_collections.switchyard.fs.plugins.plugin_utils._reports import (
+    ensure_validator, preload_validator, validation_errors)
 
 
 class SwitchyardAction(ActionBase):
@@ -42,3 +43,10 @@ class SwitchyardAction(ActionBase):
                              "in the switchyard.fs collection): %s" % (fact_key, module_name, "; ".join(errors[:10])))
             result["schema_errors"] = errors
         return result
+
+
+# ansible-playbook's strategies load each task's action class in the main process (class_only, to read
+# BYPASS_HOST_LOOP) before they fork a worker per host, and the workers inherit what it imported. Building the
+# validator here, at that first load, makes jsonschema's import and the schema's load happen once per run instead
+# of once per host per task (about 70 ms of CPU each: 2.8 s over a 40-host batch).
+preload_validator()

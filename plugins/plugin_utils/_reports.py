@@ -69,6 +69,15 @@ def ensure_validator():
     _validator()
 
 
+def preload_validator():
+    """ensure_validator() where a missing jsonschema is not an error yet: the action plugin calls this when
+    ansible-playbook first loads it, so the task reports a missing jsonschema later, with its own message."""
+    try:
+        _validator()
+    except ImportError:
+        pass
+
+
 def validation_errors(report):
     """Every schema violation of a report, as 'path: message' strings (empty when valid)."""
     errs = sorted(_validator().iter_errors(report), key=lambda e: list(e.absolute_path))

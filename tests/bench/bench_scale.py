@@ -151,6 +151,22 @@ def child_floor(root, links):
     return time.perf_counter() - t0, 0
 
 
+def loop_ext4(image, mountpoint):
+    """A fresh ext4 (mkfs.ext4 defaults: journal, 4 KiB blocks) on a sparse 8 GiB image, loop-mounted at mountpoint.
+
+    The bench VM's root filesystem is ext4 without a journal. There the inode allocator skips every inode freed in
+    the last minute or more, looking each one up, so for a while after any large removal (a test run, an earlier
+    sandbox) each new file or symlink costs about 1 ms of kernel CPU instead of 20 us, and a 1,000-link apply took
+    2.1 s in the module instead of 0.6 s depending on what ran before it. A journaled ext4, as on the hosts this
+    collection manages, does not do that, and each fsync there goes through the journal to a real device (the
+    image's backing file). --root-fs measures on the checkout's filesystem instead."""
+    os.makedirs(mountpoint)
+    with open(image, "wb") as f:
+        f.truncate(8 << 30)
+    subprocess.check_call(["mkfs.ext4", "-q", "-F", image])
+    subprocess.check_call(["mount", "-o", "loop", image, mountpoint])
+
+
 def _syncfs(fd):
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
@@ -181,6 +197,16 @@ class Measured(object):
         fsyncs = fsyncs[0] if isinstance(fsyncs, tuple) else fsyncs
         self.wall, self.fsyncs, self.report_bytes = wall, fsyncs, report_bytes
         self.module_kb, self.controller_kb, self.note = module_kb, controller_kb, note
+        self.traced_wall = None
+
+    def adopt(self, traced):
+        """Take the counted columns from a traced run of the same variant; the wall stays this untraced run's."""
+        for name in ("fsyncs", "setup_fsyncs", "report_bytes", "module_kb", "controller_kb", "module_s"):
+            setattr(self, name, getattr(traced, name))
+        self.traced_wall = traced.wall
+        if traced.note and not self.note:
+            self.note = "traced run " + traced.note
+        return self
 
 
 def _count_fsyncs(path, root=None):
@@ -234,7 +260,13 @@ def _controller_pids(marker):
 
 
 class Ansible(object):
-    def __init__(self, base, collections_root=None, name="ansible"):
+    """ansible-playbook against localhost. traced: under strace, the module under /usr/bin/time and the controller's
+    RSS polled, for the fsync, byte and memory columns; untraced: nothing around it, for the wall times. Tracing is
+    not free and costs more per module process than per debug task (ping was 2.1-2.5x the empty playbook traced,
+    1.4-1.5x untraced), so no ratio is taken from a traced run."""
+
+    def __init__(self, base, collections_root=None, name="ansible", traced=True):
+        self.traced = traced
         self.dir = os.path.join(base, name)
         self.tmp = os.path.join(self.dir, "tmp")
         os.makedirs(self.tmp)
@@ -250,7 +282,8 @@ class Ansible(object):
         os.chmod(self.wrapper, 0o755)
         self.inventory = os.path.join(self.dir, "inventory.ini")
         with open(self.inventory, "w") as f:
-            f.write("[sandbox]\nlocalhost ansible_connection=local ansible_python_interpreter=%s\n" % self.wrapper)
+            f.write("[sandbox]\nlocalhost ansible_connection=local ansible_python_interpreter=%s\n"
+                    % (self.wrapper if traced else TARGET_PYTHON))
         self.env = dict(os.environ)
         self.env.update({
             "ANSIBLE_COLLECTIONS_PATH": collections_root or COLLECTIONS_ROOT,
@@ -280,7 +313,8 @@ class Ansible(object):
         for name in ("rss", "bytes"):
             open(os.path.join(self.meas, name), "w").close()
         trace = pb + ".strace"
-        cmd = _strace(trace) + [os.path.join(VENV_BIN, "ansible-playbook"), "-i", self.inventory, pb]
+        cmd = (_strace(trace) if self.traced else []) + [os.path.join(VENV_BIN, "ansible-playbook"), "-i",
+                                                          self.inventory, pb]
         marker = pb.encode()
         stamps, tail, killed = [], [], False
         hwm = {}
@@ -299,7 +333,7 @@ class Ansible(object):
             th.daemon = True
             th.start()
             while proc.poll() is None:
-                for pid in _controller_pids(marker):
+                for pid in (_controller_pids(marker) if self.traced else ()):
                     kb = _hwm_kb(pid)
                     if kb is not None:
                         hwm[pid] = max(kb, hwm.get(pid, 0))
@@ -321,6 +355,15 @@ class Ansible(object):
             with open(pb + ".stderr") as f:
                 raise SystemExit("ansible-playbook failed (rc=%d)\n%s\n%s" % (proc.returncode, "\n".join(tail),
                                                                               f.read()[-2000:]))
+        if not self.traced:
+            m = Measured(wall)
+            if killed:
+                k = len(stamps)
+                rate = (stamps[-1] - stamps[0]) / (k - 1)
+                m.wall = stamps[-1] + (n_items - k) * rate
+                m.note = "stopped after %d of %d items (--loop-budget), wall extrapolated at %.0f ms/item" % (
+                    k, n_items, rate * 1000)
+            return m
         # /usr/bin/time lines: "<peak RSS KiB> <elapsed s>" per module process (other lines: its exit-status notes).
         timed = [l.split() for l in open(os.path.join(self.meas, "rss")).read().splitlines()]
         timed = [(int(t[0]), float(t[1])) for t in timed if len(t) == 2 and t[0].isdigit()]
@@ -416,6 +459,11 @@ def main(argv=None):
     ap.add_argument("--no-ansible", action="store_true", help="only the in-process engine and the syscall floor")
     ap.add_argument("--collection", metavar="DIR", help="benchmark the collection checked out in DIR instead of this one")
     ap.add_argument("--keep", action="store_true", help="keep .build/bench-scale-<pid>/")
+    ap.add_argument("--root-fs", action="store_true", help="build the sandboxes under .build on the filesystem that "
+                    "holds the checkout instead of on a fresh loop-mounted ext4 (see loop_ext4)")
+    ap.add_argument("--no-place", action="store_true", help="keep each sandbox where it lands, even where this "
+                    "filesystem makes every new inode cost more than bench_apply.CREATE_SLOW_US (see "
+                    "bench_apply.Sandbox._place)")
     ap.add_argument("--baseline", metavar="DIR", help="also run each safe_apply size with the collection checked out "
                     "in DIR, interleaved with this one (rows 'safe_apply, baseline'): before/after in one run")
     args = ap.parse_args(argv)
@@ -445,44 +493,66 @@ def main(argv=None):
                    os.path.join(baseline_root, "ansible_collections", "switchyard", "fs"))
     counter = [0]
 
-    def fresh(n):
-        counter[0] += 1
-        return ba.Sandbox(base, "root-%02d" % counter[0], n, args.size, digits=5)
+    sandboxes = base
+    if not args.root_fs:
+        sandboxes = os.path.join(base, "fs")
+        loop_ext4(os.path.join(base, "ext4.img"), sandboxes)
+    args.sandboxes = sandboxes
 
+    def fresh(n):
+        """A new sandbox root. Sandboxes stay until the end: removing one just before the next is built would make
+        that one's new inodes cost about 1 ms each on this VM (see bench_apply.Sandbox._place)."""
+        counter[0] += 1
+        sb = ba.Sandbox(sandboxes, "root-%02d" % counter[0], n, args.size, digits=5, place=not args.no_place)
+        placements.append((sb.create_us, sb.placements))
+        return sb
+
+    placements = []  # (us per create in usr/bin, directories tried) per sandbox
     rows = []  # (label, links, [Measured])
-    empties = []
+    empties = []  # untraced: the ratios' denominator
+    empties_traced = []  # traced: the fsync baseline
+
+    def apply_runs(a, t, n, repeats):
+        """repeats untraced runs of safe_apply (a fresh root each, each followed by an untraced empty playbook) and
+        one traced run whose counted columns every untraced run adopts."""
+        runs = []
+        for _rep in range(repeats):
+            sb = fresh(n)
+            runs.append(t.run(safe_apply_tasks(sb)))
+            sb.verify()
+            empties.append(t.run(empty_tasks()))
+        sb = fresh(n)
+        traced = a.run(safe_apply_tasks(sb), root=sb.root)
+        sb.verify()
+        return [r.adopt(traced) for r in runs]
+
     try:
         load_before = os.getloadavg()
         ans = None if args.no_ansible else Ansible(base)
+        tim = None if args.no_ansible else Ansible(base, name="ansible-untraced", traced=False)
         old = Ansible(base, baseline_root, "ansible-baseline") if (ans is not None and baseline_root) else None
+        old_tim = (Ansible(base, baseline_root, "ansible-baseline-untraced", traced=False)
+                   if (ans is not None and baseline_root) else None)
         if ans is not None:
-            ans.run(empty_tasks())  # warm-up, not counted: page cache of ansible and the collection
-            for a in (ans, old) if old else (ans,):
+            tim.run(empty_tasks())  # warm-up, not counted: page cache of ansible and the collection
+            for a in (tim, old_tim) if old_tim else (tim,):
                 sb = fresh(10)
                 a.run(safe_apply_tasks(sb))
-                sb.remove()
-            # Ansible's own floor for one module task: ping and command (each one module process on the host).
+                # Ansible's own floor for one module task: ping and command (each one module process on the host).
             pings, trues = [], []
             for _rep in range(args.repeats):
-                pings.append(ans.run(ping_tasks()))
-                trues.append(ans.run(true_tasks()))
-                empties.append(ans.run(empty_tasks()))
-            rows.append(("ansible.builtin.ping", 0, pings))
-            rows.append(("command: /bin/true", 0, trues))
+                pings.append(tim.run(ping_tasks()))
+                trues.append(tim.run(true_tasks()))
+                empties.append(tim.run(empty_tasks()))
+            tp, tt = ans.run(ping_tasks()), ans.run(true_tasks())
+            empties_traced.append(ans.run(empty_tasks()))
+            rows.append(("ansible.builtin.ping", 0, [p.adopt(tp) for p in pings]))
+            rows.append(("command: /bin/true", 0, [x.adopt(tt) for x in trues]))
             for n in sizes:
-                runs, old_runs = [], []
-                for _rep in range(args.repeats if n < 5000 else 1):
-                    sb = fresh(n)
-                    runs.append(ans.run(safe_apply_tasks(sb), root=sb.root))
-                    sb.verify()
-                    sb.remove()
-                    empties.append(ans.run(empty_tasks()))
-                    if old is not None:
-                        sb = fresh(n)
-                        old_runs.append(old.run(safe_apply_tasks(sb), root=sb.root))
-                        sb.verify()
-                        sb.remove()
+                repeats = args.repeats if n < 5000 else 1
+                runs = apply_runs(ans, tim, n, repeats)
                 rows.append(("safe_apply, 1 task", n, runs))
+                old_runs = apply_runs(old, old_tim, n, repeats) if old is not None else []
                 if old_runs:
                     rows.append(("safe_apply, baseline", n, old_runs))
                 print("  ... safe_apply %d links: %s s%s" % (n, " ".join("%.2f" % r.wall for r in runs), (
@@ -490,24 +560,26 @@ def main(argv=None):
                     file=sys.stderr)
             if args.loop_links:
                 n = args.loop_links
-                sb = fresh(n)
-                rows.append(("file state=link loop", n, [ans.run(file_loop_tasks(sb), n, args.loop_budget)]))
-                sb.remove()
-                empties.append(ans.run(empty_tasks()))
-                sb = fresh(n)
-                rows.append(("copy backup + file loops", n, [ans.run(copy_file_loop_tasks(sb), 2 * n, args.loop_budget)]))
-                sb.remove()
-                empties.append(ans.run(empty_tasks()))
+                for label, tasks, items in (("file state=link loop", file_loop_tasks, n),
+                                            ("copy backup + file loops", copy_file_loop_tasks, 2 * n)):
+                    sb = fresh(n)
+                    timed = tim.run(tasks(sb), items, args.loop_budget)
+                    empties.append(tim.run(empty_tasks()))
+                    sb = fresh(n)  # the traced run only counts: a quarter of the budget, extrapolated like the timed one
+                    traced = ans.run(tasks(sb), items, args.loop_budget / 4.0)
+                    rows.append((label, n, [timed.adopt(traced)]))
         for kind, label in (("engine", "engine in-process"), ("floor", "group-commit syscall floor")):
             for n in sizes:
                 sb = fresh(n)
                 m = run_child(kind, sb, base)
                 sb.verify()
-                sb.remove()
                 rows.append((label, n, [m]))
         load_after = os.getloadavg()
-        report(args, rows, empties, load_before, load_after, time.perf_counter() - t_start)
+        report(args, rows, empties, empties_traced, placements, load_before, load_after,
+               time.perf_counter() - t_start)
     finally:
+        if sandboxes != base:
+            subprocess.call(["umount", "-l", sandboxes])
         if args.keep:
             print("kept %s" % base)
         else:
@@ -527,7 +599,7 @@ def _fsync_text(runs):
     return ("%d+%d" % (once, total - once)) if once else "%d" % total
 
 
-def report(args, rows, empties, load_before, load_after, total):
+def report(args, rows, empties, empties_traced, placements, load_before, load_after, total):
     empty = _med([e.wall for e in empties])
     print("switchyard.fs bench_scale (issue 14): %d B per target, all targets in one directory, fresh sandbox root per run"
           % args.size)
@@ -535,16 +607,27 @@ def report(args, rows, empties, load_before, load_after, total):
     if args.baseline:
         print("baseline collection (rows 'safe_apply, baseline', interleaved run by run) %s" % os.path.realpath(args.baseline))
     print("python %s; target python %s; ANSIBLE_PIPELINING off; fs %s; %d CPUs; loadavg(1m) %.2f before, %.2f after"
-          % (sys.version.split()[0], TARGET_PYTHON, ba._fstype(REPO), os.cpu_count() or 0, load_before[0], load_after[0]))
+          % (sys.version.split()[0], TARGET_PYTHON, ba._fstype(args.sandboxes), os.cpu_count() or 0, load_before[0], load_after[0]))
+    print("sandboxes: %s" % ("under .build on the checkout's filesystem (--root-fs)" if args.root_fs else
+                             "a fresh loop-mounted ext4 with a journal (mkfs.ext4 defaults; see loop_ext4)"))
+    costs = sorted(us for us, _tries in placements if us is not None)
+    if costs:
+        moved = sum(1 for _us, tries in placements if tries and tries > 1)
+        print("sandbox usr/bin: %.0f us per new inode (median of %d sandboxes, max %.0f); %d sandbox(es) rebuilt "
+              "elsewhere after landing where a new inode cost over %.0f us" % (
+                  statistics.median(costs), len(costs), costs[-1], moved, ba.CREATE_SLOW_US))
+    elif args.no_place:
+        print("sandboxes kept where they landed (--no-place): a new inode may cost 15 us or 1 ms")
     print()
     hdr = "%-27s %6s %8s %8s %11s %7s %7s %10s %7s %7s %7s" % (
         "variant", "links", "wall s", "x empty", "ms/link", "mod s", "fsyncs", "report B", "B/link", "mod MB", "ctl MB")
     print(hdr)
     print("-" * len(hdr))
     if empties:
-        print("%-27s %6s %8.2f %8.2f %11s %7s %7s %10s %7s %7s %7s   (runs: %s)" % (
-            "empty playbook (1 debug)", 0, empty, 1.0, "-", "-", _fsync_text(empties), "-", "-", "-",
-            _mb(_med([e.controller_kb for e in empties])), " ".join("%.2f" % e.wall for e in empties)))
+        print("%-27s %6s %8.2f %8.2f %11s %7s %7s %10s %7s %7s %7s   (runs: %s; traced %s)" % (
+            "empty playbook (1 debug)", 0, empty, 1.0, "-", "-", _fsync_text(empties_traced), "-", "-", "-",
+            _mb(_med([e.controller_kb for e in empties_traced])), " ".join("%.2f" % e.wall for e in empties),
+            " ".join("%.2f" % e.wall for e in empties_traced)))
     per_link = {}
     summary = {}
     notes = []
@@ -560,16 +643,22 @@ def report(args, rows, empties, load_before, load_after, total):
         notes.extend(r.note for r in runs if r.note)
         summary[(label, n)] = (wall, runs)
         mod_s = _med([r.module_s for r in runs])
+        traced_w = _med([r.traced_wall for r in runs])
         print("%-27s %6d %8.2f %8s %11s %7s %7s %10s %7s %7s %7s%s" % (
             label + star, n, wall, ("%.2f" % (wall / empty)) if (in_ansible and empty) else "-",
             ("%.3f" % ms) if ms is not None else "-", ("%.2f" % mod_s) if mod_s is not None else "-",
             _fsync_text(runs), rb if rb else "-", ("%.0f" % (rb / float(n))) if (rb and n) else "-",
             _mb(_med([r.module_kb for r in runs])), _mb(_med([r.controller_kb for r in runs])),
-            ("   (runs: %s)" % " ".join("%.2f" % r.wall for r in runs)) if len(runs) > 1
+            ("   (runs: %s%s)" % (" ".join("%.2f" % r.wall for r in runs),
+                                  ("; traced %.2f" % traced_w) if traced_w is not None else ""))
+            if (len(runs) > 1 or traced_w is not None)
             else ("   (cpu %.2f s)" % runs[0].cpu) if runs[0].cpu is not None else ""))
     print()
     for note in notes:
         print("* %s" % note)
+    print("wall s: median of untraced runs (nothing around ansible-playbook or the module); every other column of a "
+          "playbook row comes from one more run of the same variant under strace, /usr/bin/time and RSS polling "
+          "('traced' in the runs note), which costs more per module process than per debug task.")
     print("ms/link: (wall - empty playbook median) / links for playbook variants; wall / links for in-process ones.")
     print("mod s: wall time of the module process on the host (/usr/bin/time), summed over a loop's items; the rest of "
           "a playbook row's wall is the controller (AnsiballZ, result handling, schema validation, output).")
@@ -611,7 +700,7 @@ def report(args, rows, empties, load_before, load_after, total):
               % (", ".join("%d B/link at %d" % (b / n, n) for n, b in sorted(sizes_b)), verdict(worst <= 400)))
     if 200 in sa:
         fs = _med([r.fsyncs for r in sa[200][1]])
-        e = _med([e.fsyncs for e in empties]) or 0
+        e = _med([e.fsyncs for e in empties_traced]) or 0
         once = _med([r.setup_fsyncs for r in sa[200][1]])
         print("  fsyncs for 200 links in one directory <= 10: %s in the whole playbook run on a fresh root (%s in the "
               "empty playbook), %s of them on root, var, var/lib or var/lib/switchyard (the syncfs that makes the new "
