@@ -204,8 +204,8 @@ class Measured(object):
         for name in ("fsyncs", "setup_fsyncs", "report_bytes", "module_kb", "controller_kb", "module_s"):
             setattr(self, name, getattr(traced, name))
         self.traced_wall = traced.wall
-        if traced.note and not self.note:
-            self.note = "traced run " + traced.note
+        if traced.note:
+            self.note = "; ".join(n for n in (self.note, "traced run " + traced.note) if n)
         return self
 
 
@@ -313,8 +313,8 @@ class Ansible(object):
         for name in ("rss", "bytes"):
             open(os.path.join(self.meas, name), "w").close()
         trace = pb + ".strace"
-        cmd = (_strace(trace) if self.traced else []) + [os.path.join(VENV_BIN, "ansible-playbook"), "-i",
-                                                          self.inventory, pb]
+        prefix = _strace(trace) if self.traced else []
+        cmd = prefix + [os.path.join(VENV_BIN, "ansible-playbook"), "-i", self.inventory, pb]
         marker = pb.encode()
         stamps, tail, killed = [], [], False
         hwm = {}
@@ -378,8 +378,9 @@ class Ansible(object):
             m.wall = stamps[-1] + (n_items - k) * rate
             m.fsyncs = int(round(m.fsyncs * n_items / float(k)))
             m.report_bytes = int(round(m.report_bytes * n_items / float(k))) if m.report_bytes else None
-            m.note = "stopped after %d of %d items (--loop-budget), wall, fsyncs and bytes extrapolated at %.0f ms/item" % (
-                k, n_items, rate * 1000)
+            m.module_s = m.module_s * n_items / float(len(timed)) if timed else None  # per module run, all items
+            m.note = ("stopped after %d of %d items (--loop-budget), wall, fsyncs, bytes and mod s extrapolated at "
+                      "%.0f ms/item" % (k, n_items, rate * 1000))
         return m
 
 

@@ -27,6 +27,7 @@ Needs root (the fleet), mmdebstrap (unless --bases-from), the venv's Ansible.
 """
 import argparse
 import os
+import resource
 import sys
 import time
 
@@ -87,6 +88,15 @@ EMPTY = """\
         msg: fixed overhead
 """
 
+PING = """\
+- name: One ping task
+  hosts: fleet
+  gather_facts: false
+  tasks:
+    - name: Ping
+      ansible.builtin.ping:
+"""
+
 MODULE_ONLY = """\
 - name: One safe_apply task
   hosts: fleet
@@ -128,10 +138,15 @@ class Bench(object):
     def timed(self, playbook, extra_vars=None, collections=None):
         ev = {"tools": self.tools, "target_hosts": "fleet"}
         ev.update(extra_vars or {})
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         res = self.fleet.playbook(playbook, extra_vars=ev,
                                   env={"ANSIBLE_COLLECTIONS_PATH": collections} if collections else None)
         secs = time.monotonic() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU of ansible-playbook, its workers and their ssh clients (all waited for): the controller's share.
+        # The hosts' module runs are sshd's children, not ours, so they are not in it.
+        self.last_cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         bad = {h: s for h, s in res.recap.items() if s.get("failed") or s.get("unreachable")}
         if res.returncode != 0 or bad or len(res.recap) != len(self.fleet):
             raise SystemExit("%s failed rc=%d %s\n%s" % (playbook, res.returncode, bad,
@@ -159,13 +174,18 @@ class Bench(object):
         pb_base = self.write("baseline-swap.yml", BASELINE_SWAP)
         pb_back = self.write("baseline-back.yml", BASELINE_BACK)
         pb_mod = self.write("module-only.yml", MODULE_ONLY)
+        pb_ping = self.write("ping.yml", PING)
         rows = {}
+        self.cpu = {}
 
         def add(name, secs):
             rows.setdefault(name, []).append(secs)
+            self.cpu.setdefault(name, []).append(self.last_cpu)
 
         for _unused in range(repeat):
             add(EMPTY_ROW, self.timed(pb_empty))
+            # Ansible's floor for one module task on every host: what any task that runs code on the hosts costs.
+            add("ansible.builtin.ping, one task (a module task's floor)", self.timed(pb_ping))
             add("collection: swap playbook, production, one batch", self.timed(
                 "switchyard.fs.swap", {"swap_batches": "100%"}))
             self.check(True)
@@ -236,6 +256,7 @@ def main(argv=None):
             base = fleetlib.build_base(workdir, "bookworm")
             print("bookworm base built in %.1fs" % (time.monotonic() - t0))
         results = {}
+        cpus = {}  # median controller CPU seconds per row
         for n in sizes:
             f = fleetlib.start_fleet(os.path.join(workdir, "hosts-%d" % n), n, args.base_port,
                                      bases={"bookworm": base})
@@ -248,18 +269,20 @@ def main(argv=None):
                                    baseline=baseline)
             finally:
                 f.stop()
+            cpus[n] = dict((k, sorted(v)[len(v) // 2]) for k, v in b.cpu.items())
             for name, secs in results[n].items():
-                print("N=%-3d K=%-3d %-62s %7.1f s  %5.2fx empty"
-                      % (n, len(tools), name, secs, secs / results[n][EMPTY_ROW]))
+                print("N=%-3d K=%-3d %-62s %7.1f s  %5.2fx empty  controller CPU %6.1f s"
+                      % (n, len(tools), name, secs, secs / results[n][EMPTY_ROW], cpus[n][name]))
             sys.stdout.flush()
         load = os.getloadavg()
         print()
-        print("| what (K=%d binaries, wall time, min of %d; x the empty playbook of the same size) | %s |" % (
-            len(tools), args.repeat, " | ".join("N=%d" % n for n in sizes)))
+        print("| what (K=%d binaries, wall time, min of %d; x the empty playbook of the same size; controller CPU, "
+              "median) | %s |" % (len(tools), args.repeat, " | ".join("N=%d" % n for n in sizes)))
         print("|---|" + "---:|" * len(sizes))
         for name in results[sizes[0]]:
-            print("| %s | %s |" % (name, " | ".join(
-                "%.1f s (%.2fx)" % (results[n][name], results[n][name] / results[n][EMPTY_ROW]) for n in sizes)))
+            cells = ["%.1f s (%.2fx; CPU %.1f s)" % (
+                results[n][name], results[n][name] / results[n][EMPTY_ROW], cpus[n][name]) for n in sizes]
+            print("| %s | %s |" % (name, " | ".join(cells)))
         print()
         print("load average at the end: %.1f %.1f %.1f, %d cores" % (load + (os.cpu_count(),)))
     finally:
