@@ -100,11 +100,12 @@ class Sandbox(object):
         The bench VM's ext4 runs without a journal, and in that mode the kernel's inode allocator skips every inode
         freed in the last minute or so (longer while its inode-table block is dirty), looking each one up. Right
         after thousands of files are removed (an earlier sandbox, a test run), every new inode in that block group
-        costs about 1 ms of kernel CPU instead of 15-60 us; a sync or a minute's wait ends it. The engine makes two
-        new inodes per link (the sidecar and the temporary symlink), so a sandbox that lands there measures the
-        disk, not the engine: 1,000 links took 2.1 s in the module instead of 0.6-0.8 s. bench_scale therefore keeps
-        its sandboxes until the end, and this probes 20 creates in usr/bin and builds the sandbox elsewhere (up to
-        12 times) while they cost more than CREATE_SLOW_US each. The probe is printed with the results."""
+        costs about 1 ms of kernel CPU instead of 15-60 us until those frees age out (a sync ends most of it). The
+        engine makes two new inodes per link (the sidecar and the temporary symlink), so a sandbox that lands there
+        measures the disk, not the engine: 1,000 links took 2.1 s in the module instead of 0.6-0.8 s. bench_scale
+        therefore keeps its sandboxes until the end (and by default puts them on a journaled loop ext4), and this
+        probes 20 creates in usr/bin and builds the sandbox elsewhere (up to 12 times) while they cost more than
+        CREATE_SLOW_US each. The probe is printed with the results."""
         for attempt in range(12):
             os.makedirs(os.path.join(self.root, "usr/bin"))
             us = create_cost_us(os.path.join(self.root, "usr/bin"))
