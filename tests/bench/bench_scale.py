@@ -159,12 +159,25 @@ def loop_ext4(image, mountpoint):
     sandbox) each new file or symlink costs about 1 ms of kernel CPU instead of 20 us, and a 1,000-link apply took
     2.1 s in the module instead of 0.6 s depending on what ran before it. A journaled ext4, as on the hosts this
     collection manages, does not do that, and each fsync there goes through the journal to a real device (the
-    image's backing file). --root-fs measures on the checkout's filesystem instead."""
+    image's backing file). --root-fs measures on the checkout's filesystem instead.
+
+    Returns None when mounted, else why not (not root, no mkfs.ext4, no loop device): the caller then falls back
+    to the checkout's filesystem and says so."""
     os.makedirs(mountpoint)
-    with open(image, "wb") as f:
-        f.truncate(8 << 30)
-    subprocess.check_call(["mkfs.ext4", "-q", "-F", image])
-    subprocess.check_call(["mount", "-o", "loop", image, mountpoint])
+    try:
+        with open(image, "wb") as f:
+            f.truncate(8 << 30)
+        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.run(["mount", "-o", "loop", image, mountpoint], check=True, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, universal_newlines=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = (getattr(e, "stderr", None) or b"")
+        detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
+        os.rmdir(mountpoint)
+        if os.path.exists(image):
+            os.unlink(image)
+        return "%s%s" % (e, (": " + detail.strip()) if detail.strip() else "")
+    return None
 
 
 def _syncfs(fd):
@@ -495,9 +508,14 @@ def main(argv=None):
     counter = [0]
 
     sandboxes = base
+    args.no_loop = None
     if not args.root_fs:
         sandboxes = os.path.join(base, "fs")
-        loop_ext4(os.path.join(base, "ext4.img"), sandboxes)
+        args.no_loop = loop_ext4(os.path.join(base, "ext4.img"), sandboxes)
+        if args.no_loop:
+            print("no loop-mounted ext4 (%s): the sandboxes go under .build on the checkout's filesystem, as with "
+                  "--root-fs" % args.no_loop, file=sys.stderr)
+            sandboxes = base
     args.sandboxes = sandboxes
 
     def fresh(n):
@@ -609,8 +627,10 @@ def report(args, rows, empties, empties_traced, placements, load_before, load_af
         print("baseline collection (rows 'safe_apply, baseline', interleaved run by run) %s" % os.path.realpath(args.baseline))
     print("python %s; target python %s; ANSIBLE_PIPELINING off; fs %s; %d CPUs; loadavg(1m) %.2f before, %.2f after"
           % (sys.version.split()[0], TARGET_PYTHON, ba._fstype(args.sandboxes), os.cpu_count() or 0, load_before[0], load_after[0]))
-    print("sandboxes: %s" % ("under .build on the checkout's filesystem (--root-fs)" if args.root_fs else
-                             "a fresh loop-mounted ext4 with a journal (mkfs.ext4 defaults; see loop_ext4)"))
+    print("sandboxes: %s" % (
+        "under .build on the checkout's filesystem (--root-fs)" if args.root_fs else
+        "under .build on the checkout's filesystem: no loop-mounted ext4 (%s)" % args.no_loop if args.no_loop else
+        "a fresh loop-mounted ext4 with a journal (mkfs.ext4 defaults; see loop_ext4)"))
     costs = sorted(us for us, _tries in placements if us is not None)
     if costs:
         moved = sum(1 for _us, tries in placements if tries and tries > 1)
