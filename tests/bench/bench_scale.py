@@ -167,12 +167,10 @@ def loop_ext4(image, mountpoint):
     try:
         with open(image, "wb") as f:
             f.truncate(8 << 30)
-        subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        subprocess.run(["mount", "-o", "loop", image, mountpoint], check=True, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, universal_newlines=True)
+        for cmd in (["mkfs.ext4", "-q", "-F", image], ["mount", "-o", "loop", image, mountpoint]):
+            subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     except (OSError, subprocess.CalledProcessError) as e:
-        detail = (getattr(e, "stderr", None) or b"")
-        detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
+        detail = getattr(e, "stderr", None) or ""
         os.rmdir(mountpoint)
         if os.path.exists(image):
             os.unlink(image)
@@ -368,14 +366,15 @@ class Ansible(object):
             with open(pb + ".stderr") as f:
                 raise SystemExit("ansible-playbook failed (rc=%d)\n%s\n%s" % (proc.returncode, "\n".join(tail),
                                                                               f.read()[-2000:]))
+        if killed:  # a stopped loop: its wall extrapolated from the items done, at their rate
+            k = len(stamps)
+            rate = (stamps[-1] - stamps[0]) / (k - 1)
+            wall = stamps[-1] + (n_items - k) * rate
+            stopped = "stopped after %d of %d items (--loop-budget)" % (k, n_items)
         if not self.traced:
             m = Measured(wall)
             if killed:
-                k = len(stamps)
-                rate = (stamps[-1] - stamps[0]) / (k - 1)
-                m.wall = stamps[-1] + (n_items - k) * rate
-                m.note = "stopped after %d of %d items (--loop-budget), wall extrapolated at %.0f ms/item" % (
-                    k, n_items, rate * 1000)
+                m.note = "%s, wall extrapolated at %.0f ms/item" % (stopped, rate * 1000)
             return m
         # /usr/bin/time lines: "<peak RSS KiB> <elapsed s>" per module process (other lines: its exit-status notes).
         timed = [l.split() for l in open(os.path.join(self.meas, "rss")).read().splitlines()]
@@ -386,14 +385,10 @@ class Ansible(object):
                      max(hwm.values()) if hwm else None)
         m.module_s = sum(e for _kb, e in timed) if timed else None
         if killed:
-            k = len(stamps)
-            rate = (stamps[-1] - stamps[0]) / (k - 1)
-            m.wall = stamps[-1] + (n_items - k) * rate
             m.fsyncs = int(round(m.fsyncs * n_items / float(k)))
             m.report_bytes = int(round(m.report_bytes * n_items / float(k))) if m.report_bytes else None
             m.module_s = m.module_s * n_items / float(len(timed)) if timed else None  # per module run, all items
-            m.note = ("stopped after %d of %d items (--loop-budget), wall, fsyncs, bytes and mod s extrapolated at "
-                      "%.0f ms/item" % (k, n_items, rate * 1000))
+            m.note = "%s, wall, fsyncs, bytes and mod s extrapolated at %.0f ms/item" % (stopped, rate * 1000)
         return m
 
 
@@ -557,7 +552,7 @@ def main(argv=None):
             for a in (tim, old_tim) if old_tim else (tim,):
                 sb = fresh(10)
                 a.run(safe_apply_tasks(sb))
-                # Ansible's own floor for one module task: ping and command (each one module process on the host).
+            # Ansible's own floor for one module task: ping and command (each one module process on the host).
             pings, trues = [], []
             for _rep in range(args.repeats):
                 pings.append(tim.run(ping_tasks()))
